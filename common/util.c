@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/* common/util.c: secret memory, clocks and randomness. */
+#include <malloc.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "util.h"
+
+void *erase_and_free(void *p) {
+        if (!p)
+                return NULL;
+        size_t n = malloc_usable_size(p);
+        explicit_bzero(p, n);
+        free(p);
+        return NULL;
+}
+
+char *secret_strdup(const char *s) {
+        size_t n = strlen(s) + 1;
+        char *r = malloc(n);
+        if (!r)
+                return NULL;
+        memcpy(r, s, n);
+        return r;
+}
+
+bool secret_equal(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b);
+        unsigned char diff = la != lb;
+
+        for (size_t i = 0; i < lb; i++)
+                diff |= (unsigned char) (i < la ? a[i] : 0) ^ (unsigned char) b[i];
+        return diff == 0;
+}
+
+const char *startswith(const char *s, const char *prefix) {
+        size_t l = strlen(prefix);
+        return strncmp(s, prefix, l) == 0 ? s + l : NULL;
+}
+
+static uint64_t clock_usec(clockid_t id) {
+        struct timespec ts;
+        clock_gettime(id, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+uint64_t now_monotonic_usec(void) {
+        return clock_usec(CLOCK_MONOTONIC);
+}
+
+uint64_t now_realtime_usec(void) {
+        return clock_usec(CLOCK_REALTIME);
+}
+
+int random_bytes(void *buf, size_t len) {
+        uint8_t *p = buf;
+        while (len > 0) {
+                ssize_t n = getrandom(p, len, 0);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+uint64_t random_below(uint64_t n) {
+        uint64_t x;
+        if (n <= 1)
+                return 0;
+        /* Rejection sampling avoids modulo bias. */
+        uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+        do {
+                if (random_bytes(&x, sizeof x) < 0)
+                        return 0;
+        } while (x >= limit);
+        return x % n;
+}

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/* protocol/varlink-stream.c: NUL-terminated JSON framing with caps, shared by
+ * server and client. Buffers may hold secrets, so everything consumed or freed
+ * is wiped first. */
+#include <sys/socket.h>
+
+#include "common/util.h"
+#include "varlink.h"
+
+#define READ_CHUNK 16384U
+
+void varlink_stream_init(VarlinkStream *s, int fd, size_t message_max, int depth_max) {
+        *s = (VarlinkStream) {
+                .fd = fd,
+                .message_max = message_max ?: VARLINK_MESSAGE_MAX_DEFAULT,
+                .depth_max = depth_max > 0 ? depth_max : VARLINK_DEPTH_MAX_DEFAULT,
+        };
+}
+
+void varlink_stream_done(VarlinkStream *s) {
+        s->rbuf = erase_and_free(s->rbuf);
+        s->wbuf = erase_and_free(s->wbuf);
+        s->rsize = s->rlen = s->wsize = s->wlen = s->wpos = 0;
+        s->fd = safe_close(s->fd);
+}
+
+/* The input buffer holds at most one frame plus its NUL, plus what a single
+ * read may add beyond it. */
+static size_t stream_input_cap(const VarlinkStream *s) {
+        return s->message_max + 1 + READ_CHUNK;
+}
+
+static int stream_reserve(VarlinkStream *s, size_t want) {
+        if (s->rsize - s->rlen >= want)
+                return 0;
+        size_t n = s->rlen + want;
+        if (n < 2 * s->rsize)
+                n = 2 * s->rsize;
+        if (n > stream_input_cap(s))
+                n = stream_input_cap(s);
+        if (n - s->rlen < want)
+                return -ENOBUFS;
+        /* No realloc(): the old block may hold secrets and must be wiped. */
+        char *b = malloc(n);
+        if (!b)
+                return -ENOMEM;
+        if (s->rlen > 0)
+                memcpy(b, s->rbuf, s->rlen);
+        erase_and_free(s->rbuf);
+        s->rbuf = b;
+        s->rsize = n;
+        return 0;
+}
+
+int varlink_stream_fill(VarlinkStream *s) {
+        size_t room = stream_input_cap(s) - s->rlen;
+        if (room == 0)
+                return -ENOBUFS;
+        if (room > READ_CHUNK)
+                room = READ_CHUNK;
+        int r = stream_reserve(s, room);
+        if (r < 0)
+                return r;
+
+        ssize_t n = recv(s->fd, s->rbuf + s->rlen, room, MSG_DONTWAIT);
+        if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                        return 0;
+                return -errno;
+        }
+        if (n == 0) {
+                s->read_eof = true;
+                return -ECONNRESET;
+        }
+        s->rlen += (size_t) n;
+        return 0;
+}
+
+int varlink_stream_feed(VarlinkStream *s, const void *data, size_t len) {
+        if (len > stream_input_cap(s) - s->rlen)
+                return -ENOBUFS;
+        int r = stream_reserve(s, len);
+        if (r < 0)
+                return r;
+        memcpy(s->rbuf + s->rlen, data, len);
+        s->rlen += len;
+        return 0;
+}
+
+static void stream_consume(VarlinkStream *s, size_t n) {
+        memmove(s->rbuf, s->rbuf + n, s->rlen - n);
+        explicit_bzero(s->rbuf + s->rlen - n, n);
+        s->rlen -= n;
+}
+
+static void tokener_free_erase(json_tokener *tok) {
+        /* The tokener keeps the last string it parsed in its print buffer. */
+        if (tok->pb && tok->pb->buf)
+                explicit_bzero(tok->pb->buf, (size_t) tok->pb->size);
+        json_tokener_free(tok);
+}
+
+int varlink_stream_next(VarlinkStream *s, json_object **ret) {
+        char *end = s->rlen > 0 ? memchr(s->rbuf, 0, s->rlen) : NULL;
+        if (!end)
+                return s->rlen > s->message_max ? -EMSGSIZE : 0;
+
+        size_t len = (size_t) (end - s->rbuf);
+        if (len > s->message_max)
+                return -EMSGSIZE;
+
+        json_tokener *tok = json_tokener_new_ex(s->depth_max);
+        if (!tok)
+                return -ENOMEM;
+        json_object *o = json_tokener_parse_ex(tok, s->rbuf, (int) len);
+        enum json_tokener_error e = json_tokener_get_error(tok);
+        size_t used = json_tokener_get_parse_end(tok);
+        tokener_free_erase(tok);
+
+        bool ok = o && e == json_tokener_success && json_object_is_type(o, json_type_object);
+        for (size_t i = used; ok && i < len; i++)
+                if (!strchr(" \t\r\n", s->rbuf[i]))
+                        ok = false;
+        stream_consume(s, len + 1);
+        if (!ok) {
+                json_object_put_erase(o);
+                return -EBADMSG;
+        }
+        *ret = o;
+        return 1;
+}
+
+static void json_erase_strings(json_object *o) {
+        switch (json_object_get_type(o)) {
+        case json_type_string:
+                explicit_bzero((char *) json_object_get_string(o), (size_t) json_object_get_string_len(o));
+                break;
+        case json_type_object: {
+                json_object_object_foreach(o, key, val) {
+                        (void) key;
+                        json_erase_strings(val);
+                }
+                break;
+        }
+        case json_type_array:
+                for (size_t i = 0; i < json_object_array_length(o); i++)
+                        json_erase_strings(json_object_array_get_idx(o, i));
+                break;
+        case json_type_null:
+        case json_type_boolean:
+        case json_type_double:
+        case json_type_int:
+                break;
+        }
+}
+
+void json_object_put_erase(json_object *o) {
+        if (!o)
+                return;
+        /* Callers hand over objects they own exclusively: nothing else may
+         * still reference a string wiped here. */
+        json_erase_strings(o);
+        json_object_put(o);
+}
+
+int varlink_stream_enqueue(VarlinkStream *s, json_object *message) {
+        size_t len;
+        const char *text = json_object_to_json_string_length(message, JSON_C_TO_STRING_PLAIN, &len);
+        int r = 0;
+
+        if (!text) {
+                r = -ENOMEM;
+                goto out;
+        }
+        if (s->wlen - s->wpos + len + 1 > VARLINK_OUTPUT_MAX) {
+                r = -ENOBUFS;
+                goto out;
+        }
+        if (s->wsize - s->wlen < len + 1) {
+                size_t pending = s->wlen - s->wpos;
+                size_t n = pending + len + 1;
+                if (n < 2 * s->wsize)
+                        n = 2 * s->wsize;
+                char *b = malloc(n);
+                if (!b) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                if (pending > 0)
+                        memcpy(b, s->wbuf + s->wpos, pending);
+                erase_and_free(s->wbuf);
+                s->wbuf = b;
+                s->wsize = n;
+                s->wlen = pending;
+                s->wpos = 0;
+        }
+        memcpy(s->wbuf + s->wlen, text, len + 1); /* including the NUL terminator: the frame delimiter */
+        s->wlen += len + 1;
+out:
+        /* The serialized text lives in the object's own print buffer: wipe it too. */
+        if (text)
+                explicit_bzero((char *) text, len);
+        json_object_put_erase(message);
+        return r;
+}
+
+int varlink_stream_flush(VarlinkStream *s) {
+        while (s->wpos < s->wlen) {
+                ssize_t n = send(s->fd, s->wbuf + s->wpos, s->wlen - s->wpos, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return -EAGAIN;
+                        return -errno;
+                }
+                s->wpos += (size_t) n;
+        }
+        explicit_bzero(s->wbuf, s->wlen);
+        s->wpos = s->wlen = 0;
+        return 0;
+}
+
+bool varlink_stream_has_output(const VarlinkStream *s) {
+        return s->wpos < s->wlen;
+}
