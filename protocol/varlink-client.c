@@ -109,9 +109,12 @@ static int client_read_reply(VarlinkClient *c, uint64_t deadline, json_object **
 
         if (ret_parameters) {
                 json_object *p = NULL;
-                if (json_object_object_get_ex(m, "parameters", &p) && json_object_is_type(p, json_type_object))
+                if (json_object_object_get_ex(m, "parameters", &p) && json_object_is_type(p, json_type_object)) {
+                        /* Detach the parameters from the message before the message's
+                         * strings are wiped on return, or the caller gets them blank. */
                         *ret_parameters = json_object_get(p);
-                else
+                        json_object_object_del(m, "parameters");
+                } else
                         *ret_parameters = json_object_new_object();
         }
         if (ret_error)

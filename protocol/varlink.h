@@ -219,3 +219,7 @@ int varlink_client_call(VarlinkClient *c, const char *method, json_object *param
 int varlink_client_next(VarlinkClient *c, uint64_t timeout_usec, json_object **ret_parameters,
                         const char **ret_error, bool *ret_continues);
 int varlink_client_fd(VarlinkClient *c);
+
+static inline void varlink_client_freep(VarlinkClient **c) {
+        varlink_client_free(*c);
+}

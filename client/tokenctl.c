@@ -1,0 +1,548 @@
+/* SPDX-License-Identifier: MIT */
+/* client/tokenctl.c: the owner's command line tool. One verb table drives
+ * both dispatch and help. Secrets come from stdin or files, never argv. */
+#include <getopt.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+
+#include "common/fileio.h"
+#include "common/util.h"
+#include "varlink.h"
+
+/* Exit codes scripts can rely on (also in --help and README). */
+enum {
+        EXIT_OK = 0,
+        EXIT_FAILURE_ = 1,    /* anything not listed below */
+        EXIT_USAGE = 2,       /* bad command line */
+        EXIT_NO_DAEMON = 3,   /* cannot reach tokend */
+        EXIT_NO_SUCH = 4,     /* no such credential */
+        EXIT_REAUTH = 5,      /* credential needs a new login */
+        EXIT_UNAVAILABLE = 6, /* provider unavailable: retry later */
+        EXIT_REFUSED = 7,     /* request cannot be satisfied (scope, lifetime, exists, bad input) */
+        EXIT_DENIED = 8,      /* permission denied */
+};
+
+#define CALL_TIMEOUT_USEC (60 * USEC_PER_SEC)
+#define SECRET_INPUT_MAX (16U * 1024U)
+
+static const char *arg_socket;
+static bool arg_json;
+
+typedef struct Verb {
+        const char *name;
+        const char *args;
+        const char *help;
+        int (*run)(int argc, char *argv[]);
+} Verb;
+
+static const Verb verbs[];
+
+static int socket_path(char **ret) {
+        const char *p = arg_socket ?: getenv("TOKEND_SOCKET");
+        if (p) {
+                *ret = strdup(p);
+                return *ret ? 0 : -ENOMEM;
+        }
+        const char *rt = getenv("XDG_RUNTIME_DIR");
+        if (!rt || rt[0] != '/')
+                return -ENXIO;
+        return asprintf(ret, "%s/tokend/socket", rt) < 0 ? -ENOMEM : 0;
+}
+
+static int connect_daemon(VarlinkClient **ret) {
+        _cleanup_free_ char *path = NULL;
+        int r = socket_path(&path);
+        if (r < 0) {
+                fprintf(stderr, "tokenctl: cannot find tokend: set $XDG_RUNTIME_DIR or $TOKEND_SOCKET, or pass --socket.\n");
+                return -EXIT_NO_DAEMON;
+        }
+        r = varlink_client_connect(path, ret);
+        if (r < 0) {
+                fprintf(stderr, "tokenctl: cannot connect to tokend at %s: %s.\n"
+                        "Is it running? Try 'systemctl --user start tokend.socket'.\n", path, strerror(-r));
+                return -EXIT_NO_DAEMON;
+        }
+        return 0;
+}
+
+static const char *json_str(json_object *o, const char *key) {
+        json_object *v;
+        if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+                return json_object_get_string(v);
+        return NULL;
+}
+
+static int64_t json_int(json_object *o, const char *key, int64_t def) {
+        json_object *v;
+        if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int))
+                return json_object_get_int64(v);
+        return def;
+}
+
+static void print_scopes(FILE *f, json_object *a) {
+        for (size_t i = 0; a && json_object_is_type(a, json_type_array) && i < json_object_array_length(a); i++)
+                fprintf(f, "%s%s", i ? " " : "", json_object_get_string(json_object_array_get_idx(a, i)));
+}
+
+/* Turns an error reply into a message that says what to do, and an exit code. */
+static int report_error(const char *error, json_object *p, const char *name) {
+        const char *member = strrchr(error, '.');
+        member = member ? member + 1 : error;
+        const char *cred = json_str(p, "credential") ?: json_str(p, "name") ?: name ?: "?";
+
+        if (streq(member, "NoSuchCredential")) {
+                fprintf(stderr, "tokenctl: no credential named '%s'. See 'tokenctl list'.\n", cred);
+                return EXIT_NO_SUCH;
+        }
+        if (streq(member, "ReauthenticationRequired")) {
+                fprintf(stderr, "tokenctl: credential '%s' needs a new login: the provider rejected its refresh token.\n"
+                        "Add a new refresh token with 'tokenctl add %s --replace ...'.\n", cred, cred);
+                return EXIT_REAUTH;
+        }
+        if (streq(member, "ProviderUnavailable")) {
+                int64_t ra = json_int(p, "retry_after", -1);
+                fprintf(stderr, "tokenctl: the provider of '%s' is unavailable: %s.", cred, strna(json_str(p, "reason")));
+                if (ra >= 0)
+                        fprintf(stderr, " Try again in %" PRId64 " s.", ra);
+                fputc('\n', stderr);
+                return EXIT_UNAVAILABLE;
+        }
+        if (streq(member, "ScopeNotAllowed")) {
+                json_object *s = NULL;
+                json_object_object_get_ex(p, "scopes", &s);
+                fprintf(stderr, "tokenctl: credential '%s' does not hold scope(s): ", cred);
+                print_scopes(stderr, s);
+                fprintf(stderr, ". See 'tokenctl list' for the scopes it holds.\n");
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "LifetimeTooShort")) {
+                fprintf(stderr, "tokenctl: the provider issues tokens for '%s' that live only %" PRId64
+                        " s; ask for a shorter --min-ttl.\n", cred, json_int(p, "lifetime", 0));
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "StoreUnavailable") || streq(member, "StoreFailed")) {
+                fprintf(stderr, "tokenctl: tokend cannot save secrets: %s.\n", strna(json_str(p, "reason")));
+                return EXIT_FAILURE_;
+        }
+        if (streq(member, "CredentialExists")) {
+                fprintf(stderr, "tokenctl: a credential named '%s' exists already; pass --replace to replace it.\n", cred);
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "InvalidURL")) {
+                fprintf(stderr, "tokenctl: invalid %s: %s.\n", strna(json_str(p, "field")), strna(json_str(p, "reason")));
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "DiscoveryFailed")) {
+                fprintf(stderr, "tokenctl: discovery at %s failed: %s. Pass --token-endpoint instead.\n",
+                        strna(json_str(p, "issuer")), strna(json_str(p, "reason")));
+                return EXIT_UNAVAILABLE;
+        }
+        if (streq(member, "AuthenticationFailed")) {
+                const char *d = json_str(p, "description");
+                fprintf(stderr, "tokenctl: the provider refused the refresh token or client: %s%s%s.\n",
+                        strna(json_str(p, "error")), d ? ": " : "", strempty(d));
+                return EXIT_REAUTH;
+        }
+        if (streq(member, "PermissionDenied")) {
+                fprintf(stderr, "tokenctl: permission denied: tokend serves another user.\n");
+                return EXIT_DENIED;
+        }
+        if (streq(member, "InvalidParameter")) {
+                fprintf(stderr, "tokenctl: tokend rejected parameter '%s'.\n", strna(json_str(p, "parameter")));
+                return EXIT_REFUSED;
+        }
+        fprintf(stderr, "tokenctl: tokend answered %s.\n", error);
+        return EXIT_FAILURE_;
+}
+
+/* Calls a method; on success *ret holds the reply parameters. Returns an exit code. */
+static int call(const char *method, json_object *params, json_object **ret, const char *name) {
+        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+        _cleanup_(json_object_put_erasep) json_object *reply = NULL;
+        const char *error = NULL;
+        int r = connect_daemon(&c);
+        if (r < 0) {
+                json_object_put_erase(params);
+                return -r;
+        }
+        r = varlink_client_call(c, method, params, 0, CALL_TIMEOUT_USEC, &reply, &error, NULL);
+        if (r < 0) {
+                fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", strerror(-r));
+                return r == -EPERM || r == -ECONNRESET ? EXIT_NO_DAEMON : EXIT_FAILURE_;
+        }
+        if (error)
+                return report_error(error, reply, name);
+        *ret = TAKE_PTR(reply);
+        return EXIT_OK;
+}
+
+/* ---- verbs ---- */
+
+static int read_secret_stream(FILE *f, const char *what, char **ret) {
+        _cleanup_erase_ char *buf = malloc(SECRET_INPUT_MAX + 2);
+        if (!buf)
+                return -ENOMEM;
+        size_t n = fread(buf, 1, SECRET_INPUT_MAX + 1, f);
+        if (n > SECRET_INPUT_MAX) {
+                fprintf(stderr, "tokenctl: the %s is longer than %u bytes.\n", what, SECRET_INPUT_MAX);
+                return -E2BIG;
+        }
+        buf[n] = 0;
+        /* The first line, without surrounding whitespace. */
+        buf[strcspn(buf, "\r\n")] = 0;
+        char *s = buf;
+        while (*s == ' ' || *s == '\t')
+                s++;
+        size_t l = strlen(s);
+        while (l > 0 && (s[l - 1] == ' ' || s[l - 1] == '\t'))
+                s[--l] = 0;
+        if (l == 0) {
+                fprintf(stderr, "tokenctl: no %s given.\n", what);
+                return -ENODATA;
+        }
+        *ret = secret_strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int read_refresh_token(char **ret) {
+        if (!isatty(STDIN_FILENO))
+                return read_secret_stream(stdin, "refresh token (on standard input)", ret);
+
+        struct termios old, quiet;
+        fprintf(stderr, "Refresh token (input hidden): ");
+        bool restore = tcgetattr(STDIN_FILENO, &old) >= 0;
+        if (restore) {
+                quiet = old;
+                quiet.c_lflag &= ~(tcflag_t) ECHO;
+                (void) tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        }
+        _cleanup_erase_ char *line = malloc(SECRET_INPUT_MAX + 2);
+        char *got = line ? fgets(line, SECRET_INPUT_MAX + 2, stdin) : NULL;
+        if (restore)
+                (void) tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+        if (!got) {
+                fprintf(stderr, "tokenctl: no refresh token given.\n");
+                return -ENODATA;
+        }
+        line[strcspn(line, "\r\n")] = 0;
+        if (!*line) {
+                fprintf(stderr, "tokenctl: no refresh token given.\n");
+                return -ENODATA;
+        }
+        *ret = secret_strdup(line);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int verb_add(int argc, char *argv[]) {
+        enum { ARG_ISSUER = 0x100, ARG_ENDPOINT, ARG_CLIENT_ID, ARG_SECRET_FILE, ARG_AUTH, ARG_SCOPE, ARG_INSECURE, ARG_REPLACE };
+        static const struct option options[] = {
+                { "issuer", required_argument, NULL, ARG_ISSUER },
+                { "token-endpoint", required_argument, NULL, ARG_ENDPOINT },
+                { "client-id", required_argument, NULL, ARG_CLIENT_ID },
+                { "client-secret-file", required_argument, NULL, ARG_SECRET_FILE },
+                { "auth-method", required_argument, NULL, ARG_AUTH },
+                { "scope", required_argument, NULL, ARG_SCOPE },
+                { "insecure-loopback", no_argument, NULL, ARG_INSECURE },
+                { "replace", no_argument, NULL, ARG_REPLACE },
+                {},
+        };
+        const char *issuer = NULL, *endpoint = NULL, *client_id = NULL, *secret_file = NULL, *auth = NULL;
+        bool insecure = false, replace = false;
+        _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
+        _cleanup_erase_ char *rt = NULL, *secret = NULL;
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case ARG_ISSUER: issuer = optarg; break;
+                case ARG_ENDPOINT: endpoint = optarg; break;
+                case ARG_CLIENT_ID: client_id = optarg; break;
+                case ARG_SECRET_FILE: secret_file = optarg; break;
+                case ARG_AUTH: auth = optarg; break;
+                case ARG_SCOPE:
+                        /* Accept "--scope a --scope b" and "--scope 'a b'". */
+                        for (char *s = optarg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
+                                json_object_array_add(scopes, json_object_new_string(tok));
+                        break;
+                case ARG_INSECURE: insecure = true; break;
+                case ARG_REPLACE: replace = true; break;
+                default: return EXIT_USAGE;
+                }
+        }
+        if (optind != argc - 1 || !client_id || (!issuer && !endpoint)) {
+                fprintf(stderr, "tokenctl add: usage: tokenctl add NAME (--issuer URL | --token-endpoint URL) --client-id ID\n"
+                        "       [--client-secret-file FILE] [--auth-method M] [--scope S]... [--insecure-loopback] [--replace]\n"
+                        "The refresh token is read from standard input.\n");
+                return EXIT_USAGE;
+        }
+        const char *name = argv[optind];
+
+        if (secret_file) {
+                FILE *f = fopen(secret_file, "re");
+                if (!f) {
+                        fprintf(stderr, "tokenctl: cannot open %s: %m.\n", secret_file);
+                        return EXIT_USAGE;
+                }
+                int r = read_secret_stream(f, "client secret", &secret);
+                fclose(f);
+                if (r < 0)
+                        return EXIT_USAGE;
+        }
+        if (read_refresh_token(&rt) < 0)
+                return EXIT_USAGE;
+
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "name", json_object_new_string(name));
+        if (issuer)
+                json_object_object_add(p, "issuer", json_object_new_string(issuer));
+        if (endpoint)
+                json_object_object_add(p, "token_endpoint", json_object_new_string(endpoint));
+        json_object_object_add(p, "client_id", json_object_new_string(client_id));
+        if (secret)
+                json_object_object_add(p, "client_secret", json_object_new_string(secret));
+        if (auth)
+                json_object_object_add(p, "auth_method", json_object_new_string(auth));
+        if (json_object_array_length(scopes) > 0)
+                json_object_object_add(p, "scopes", json_object_get(scopes));
+        json_object_object_add(p, "refresh_token", json_object_new_string(rt));
+        if (insecure)
+                json_object_object_add(p, "insecure_loopback", json_object_new_boolean(true));
+        if (replace)
+                json_object_object_add(p, "replace", json_object_new_boolean(true));
+
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        int r = call("io.tokend.manager.AddCredential", p, &reply, name);
+        if (r != EXIT_OK)
+                return r;
+        json_object *cred = NULL;
+        json_object_object_get_ex(reply, "credential", &cred);
+        if (arg_json)
+                printf("%s\n", json_object_to_json_string_ext(cred, JSON_C_TO_STRING_PRETTY));
+        else {
+                fprintf(stderr, "Added credential '%s' (scopes: ", name);
+                json_object *s = NULL;
+                json_object_object_get_ex(cred, "scopes", &s);
+                print_scopes(stderr, s);
+                fprintf(stderr, ").\n");
+        }
+        return EXIT_OK;
+}
+
+static void format_time(int64_t t, char *buf, size_t size) {
+        time_t tt = (time_t) t;
+        struct tm tm;
+        int64_t left = t - (int64_t) time(NULL);
+        if (!localtime_r(&tt, &tm) || strftime(buf, size, "%H:%M:%S", &tm) == 0)
+                snprintf(buf, size, "%" PRId64, t);
+        size_t l = strlen(buf);
+        snprintf(buf + l, size - l, " (%" PRId64 "s)", left);
+}
+
+static int verb_list(int argc, char *argv[]) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        (void) argv;
+        if (argc > 1) {
+                fprintf(stderr, "tokenctl list: takes no arguments.\n");
+                return EXIT_USAGE;
+        }
+        int r = call("io.tokend.manager.ListCredentials", NULL, &reply, NULL);
+        if (r != EXIT_OK)
+                return r;
+        json_object *a = NULL;
+        json_object_object_get_ex(reply, "credentials", &a);
+        if (arg_json) {
+                printf("%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY));
+                return EXIT_OK;
+        }
+        size_t n = a ? json_object_array_length(a) : 0;
+        if (n == 0) {
+                printf("No credentials. Add one with 'tokenctl add'.\n");
+                return EXIT_OK;
+        }
+        printf("%-20s %-16s %-36s %-30s %s\n", "NAME", "STATE", "ISSUER", "SCOPES", "CACHED");
+        for (size_t i = 0; i < n; i++) {
+                json_object *c = json_object_array_get_idx(a, i), *s = NULL, *cached = NULL;
+                json_object_object_get_ex(c, "scopes", &s);
+                json_object_object_get_ex(c, "cached", &cached);
+                char scopes[256] = "";
+                for (size_t j = 0; s && j < json_object_array_length(s); j++) {
+                        size_t l = strlen(scopes);
+                        snprintf(scopes + l, sizeof scopes - l, "%s%s", j ? " " : "",
+                                 json_object_get_string(json_object_array_get_idx(s, j)));
+                }
+                size_t nc = cached ? json_object_array_length(cached) : 0;
+                printf("%-20s %-16s %-36s %-30s %zu\n", json_str(c, "name"), json_str(c, "state"),
+                       json_str(c, "issuer") ?: json_str(c, "token_endpoint"), scopes, nc);
+                for (size_t j = 0; j < nc; j++) {
+                        json_object *e = json_object_array_get_idx(cached, j), *es = NULL;
+                        char exp[64], ref[64] = "-";
+                        json_object_object_get_ex(e, "scopes", &es);
+                        format_time(json_int(e, "expires_at", 0), exp, sizeof exp);
+                        if (json_int(e, "refresh_at", -1) >= 0)
+                                format_time(json_int(e, "refresh_at", 0), ref, sizeof ref);
+                        printf("    token: expires %s, refresh %s, scopes: ", exp, ref);
+                        print_scopes(stdout, es);
+                        putchar('\n');
+                }
+                if (json_str(c, "last_error"))
+                        printf("    last error: %s\n", json_str(c, "last_error"));
+        }
+        return EXIT_OK;
+}
+
+static int verb_token(int argc, char *argv[]) {
+        enum { ARG_SCOPE = 0x100, ARG_RESOURCE, ARG_MIN_TTL };
+        static const struct option options[] = {
+                { "scope", required_argument, NULL, ARG_SCOPE },
+                { "resource", required_argument, NULL, ARG_RESOURCE },
+                { "min-ttl", required_argument, NULL, ARG_MIN_TTL },
+                {},
+        };
+        _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
+        const char *resource = NULL;
+        int64_t min_ttl = -1;
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case ARG_SCOPE:
+                        for (char *s = optarg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
+                                json_object_array_add(scopes, json_object_new_string(tok));
+                        break;
+                case ARG_RESOURCE:
+                        resource = optarg;
+                        break;
+                case ARG_MIN_TTL: {
+                        char *end;
+                        errno = 0;
+                        long long v = strtoll(optarg, &end, 10);
+                        if (errno || end == optarg || *end || v < 0) {
+                                fprintf(stderr, "tokenctl token: --min-ttl takes a number of seconds.\n");
+                                return EXIT_USAGE;
+                        }
+                        min_ttl = v;
+                        break;
+                }
+                default:
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind != argc - 1) {
+                fprintf(stderr, "tokenctl token: usage: tokenctl token NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]\n");
+                return EXIT_USAGE;
+        }
+        const char *name = argv[optind];
+
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "credential", json_object_new_string(name));
+        if (json_object_array_length(scopes) > 0)
+                json_object_object_add(p, "scopes", json_object_get(scopes));
+        if (resource)
+                json_object_object_add(p, "resource", json_object_new_string(resource));
+        if (min_ttl >= 0)
+                json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
+
+        _cleanup_(json_object_put_erasep) json_object *reply = NULL;
+        int r = call("io.tokend.agent.GetToken", p, &reply, name);
+        if (r != EXIT_OK)
+                return r;
+        if (arg_json)
+                printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+        else
+                printf("%s\n", strempty(json_str(reply, "token")));
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAILURE_;
+}
+
+static int verb_remove(int argc, char *argv[]) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        if (argc != 2) {
+                fprintf(stderr, "tokenctl remove: usage: tokenctl remove NAME\n");
+                return EXIT_USAGE;
+        }
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "name", json_object_new_string(argv[1]));
+        int r = call("io.tokend.manager.RemoveCredential", p, &reply, argv[1]);
+        if (r == EXIT_OK)
+                fprintf(stderr, "Removed credential '%s'.\n", argv[1]);
+        return r;
+}
+
+static int verb_help(int argc, char *argv[]);
+
+static const Verb verbs[] = {
+        { "add", "NAME (--issuer URL | --token-endpoint URL) --client-id ID [--client-secret-file F] [--scope S]...",
+          "Add a credential; the refresh token is read from standard input", verb_add },
+        { "list", "", "List credentials, their state and cached tokens", verb_list },
+        { "token", "NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]", "Print an access token", verb_token },
+        { "remove", "NAME", "Remove a credential and its secrets", verb_remove },
+        { "help", "", "Show this help", verb_help },
+        {},
+};
+
+static int verb_help(int argc, char *argv[]) {
+        (void) argc;
+        (void) argv;
+        printf("Usage: tokenctl [--socket PATH] [--json] COMMAND ...\n\n"
+               "Talks to tokend, the OAuth token broker.\n\nCommands:\n");
+        for (const Verb *v = verbs; v->name; v++)
+                printf("  %-7s %s\n          %s\n", v->name, v->args, v->help);
+        printf("\nOptions:\n"
+               "  --socket PATH  tokend's socket (default: $TOKEND_SOCKET, else $XDG_RUNTIME_DIR/tokend/socket)\n"
+               "  --json         Machine-readable output\n"
+               "  --version      Show the version\n\n"
+               "Exit status: 0 ok, 1 failure, 2 usage, 3 tokend unreachable, 4 no such credential,\n"
+               "5 re-authentication needed, 6 provider unavailable (retry later), 7 request refused\n"
+               "(scope, lifetime, name exists, bad input), 8 permission denied.\n");
+        return EXIT_OK;
+}
+
+int main(int argc, char *argv[]) {
+        enum { ARG_SOCKET = 0x100, ARG_JSON, ARG_VERSION };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {},
+        };
+        int c;
+
+        /* "+": stop at the verb, whose own options are parsed by the verb. */
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        return verb_help(0, NULL);
+                case ARG_SOCKET:
+                        arg_socket = optarg;
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case ARG_VERSION:
+                        printf("tokenctl %s\n", PACKAGE_VERSION);
+                        return EXIT_OK;
+                default:
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind >= argc) {
+                verb_help(0, NULL);
+                return EXIT_USAGE;
+        }
+        for (const Verb *v = verbs; v->name; v++)
+                if (streq(v->name, argv[optind]))
+                        return v->run(argc - optind, argv + optind);
+        fprintf(stderr, "tokenctl: unknown command '%s'. See 'tokenctl help'.\n", argv[optind]);
+        return EXIT_USAGE;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/api-agent.c: io.tokend.agent, the interface agents call. */
+#include "common/log.h"
+#include "common/util.h"
+#include "credential.h"
+#include "engine.h"
+#include "varlink-idl.h"
+
+#define RESOURCE_MAX 2048U
+#define MIN_TTL_MAX (366LL * 24 * 3600)
+
+typedef struct GetTokenParams {
+        const char *credential;
+        json_object *scopes;
+        const char *resource;
+        int64_t min_ttl;
+        bool has_min_ttl;
+} GetTokenParams;
+
+static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        static const VarlinkField fields[] = {
+                { "credential", VARLINK_FIELD_STRING, offsetof(GetTokenParams, credential),
+                  VARLINK_FIELD_REQUIRED | VARLINK_FIELD_NONEMPTY, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
+                { "scopes", VARLINK_FIELD_STRV, offsetof(GetTokenParams, scopes), 0, SCOPES_MAX, VARLINK_NO_PRESENT },
+                { "resource", VARLINK_FIELD_STRING, offsetof(GetTokenParams, resource), VARLINK_FIELD_NONEMPTY,
+                  RESOURCE_MAX, VARLINK_NO_PRESENT },
+                { "min_ttl", VARLINK_FIELD_INT, offsetof(GetTokenParams, min_ttl), 0, 0,
+                  offsetof(GetTokenParams, has_min_ttl) },
+                {},
+        };
+        Manager *m = userdata;
+        GetTokenParams p = {};
+        const char *bad = NULL;
+        ScopeSet scopes = {};
+        (void) flags;
+
+        if (varlink_parse_parameters(parameters, fields, &p, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad);
+        if (p.has_min_ttl && (p.min_ttl < 0 || p.min_ttl > MIN_TTL_MAX))
+                return varlink_call_error_invalid_parameter(call, "min_ttl");
+        if (p.scopes && scope_set_from_json(p.scopes, &scopes) < 0)
+                return varlink_call_error_invalid_parameter(call, "scopes");
+        if (p.resource) {
+                const char *reason;
+                if (oauth_check_url(p.resource, true, &reason) < 0) {
+                        scope_set_done(&scopes);
+                        return varlink_call_error_invalid_parameter(call, "resource");
+                }
+        }
+
+        Credential *c = manager_find_credential(m, p.credential);
+        if (!c) {
+                scope_set_done(&scopes);
+                return varlink_call_error(call, "io.tokend.agent.NoSuchCredential",
+                                          engine_error_parameters(p.credential, "io.tokend.agent.NoSuchCredential",
+                                                                  NULL, -1));
+        }
+        return engine_get_token(c, call, &scopes, p.resource, p.has_min_ttl ? p.min_ttl : -1);
+}
+
+static const VarlinkMethod agent_methods[] = {
+        { "GetToken", agent_get_token, 0 },
+        {},
+};
+
+const VarlinkInterface agent_interface = {
+        .name = "io.tokend.agent",
+        .description = varlink_idl_io_tokend_agent,
+        .methods = agent_methods,
+};

@@ -1,0 +1,718 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/engine.c: see engine.h. All times used for decisions are
+ * CLOCK_BOOTTIME (runs through suspend, immune to wall clock changes); the
+ * wall clock is only used to report expires_at. */
+#include <stdio.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "engine.h"
+
+#define ENTRIES_MAX 64U
+#define BACKOFF_MIN_USEC (1 * USEC_PER_SEC)
+#define BACKOFF_MAX_USEC (60 * USEC_PER_SEC)
+#define RETRY_AFTER_MAX_USEC (600 * USEC_PER_SEC)
+/* A refresh is never scheduled sooner than this after the token arrived. */
+#define REFRESH_MIN_DELAY_USEC (1 * USEC_PER_SEC)
+
+#define ERR_NO_SUCH_CREDENTIAL "io.tokend.agent.NoSuchCredential"
+#define ERR_REAUTH "io.tokend.agent.ReauthenticationRequired"
+#define ERR_UNAVAILABLE "io.tokend.agent.ProviderUnavailable"
+#define ERR_SCOPE "io.tokend.agent.ScopeNotAllowed"
+#define ERR_LIFETIME "io.tokend.agent.LifetimeTooShort"
+#define ERR_STORE "io.tokend.agent.StoreUnavailable"
+
+typedef struct Waiter Waiter;
+
+struct TokenEntry {
+        Credential *cred;
+        TokenEntry *prev, *next;
+
+        ScopeSet scopes;  /* what the callers asked for */
+        bool full_scope;  /* scopes are all the credential holds: send no scope parameter */
+        char *resource;   /* may be NULL */
+
+        char *access_token; /* secret; NULL when none is cached */
+        char *token_type;
+        ScopeSet granted;
+        uint64_t expires;  /* boottime usec */
+        uint64_t lifetime; /* usec, of the last token issued */
+        uint64_t refresh_at; /* boottime usec of the proactive refresh, 0 when none */
+        sd_event_source *timer; /* proactive refresh, or expiry */
+
+        uint64_t last_used; /* boottime usec */
+        bool queued;
+        uint64_t queue_seq;
+        Waiter *waiters;
+        unsigned n_waiters;
+};
+
+struct Waiter {
+        TokenEntry *entry;
+        Waiter *prev, *next;
+        VarlinkCall *call;
+        int64_t min_ttl;
+        sd_event_source *timeout;
+};
+
+static uint64_t now_boot(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/* Converts a boottime instant to seconds since the epoch. */
+static int64_t boot_to_epoch_sec(uint64_t boot) {
+        uint64_t nb = now_boot(), nr = now_realtime_usec();
+        uint64_t r = boot >= nb ? nr + (boot - nb) : nr - (nb - boot);
+        return (int64_t) (r / USEC_PER_SEC);
+}
+
+static void cred_kick(Credential *c);
+static void entry_schedule(TokenEntry *e);
+
+/* ---- replies ---- */
+
+json_object *engine_error_parameters(const char *credential, const char *error, const char *reason,
+                                     int64_t retry_after) {
+        json_object *p = json_object_new_object();
+        if (!p)
+                return NULL;
+        if (!streq(error, ERR_STORE))
+                json_object_object_add(p, "credential", json_object_new_string(credential));
+        if (streq(error, ERR_UNAVAILABLE) || streq(error, ERR_STORE))
+                json_object_object_add(p, "reason", json_object_new_string(reason ?: "unknown"));
+        if (streq(error, ERR_UNAVAILABLE) && retry_after >= 0)
+                json_object_object_add(p, "retry_after", json_object_new_int64(retry_after));
+        return p;
+}
+
+static void waiter_free(Waiter *w) {
+        TokenEntry *e = w->entry;
+
+        if (w->prev)
+                w->prev->next = w->next;
+        else
+                e->waiters = w->next;
+        if (w->next)
+                w->next->prev = w->prev;
+        e->n_waiters--;
+        sd_event_source_disable_unref(w->timeout);
+        free(w);
+}
+
+static int64_t cred_retry_after_sec(Credential *c) {
+        if (c->retry_at == 0)
+                return -1;
+        uint64_t n = now_boot();
+        return c->retry_at > n ? (int64_t) ((c->retry_at - n + USEC_PER_SEC - 1) / USEC_PER_SEC) : 0;
+}
+
+/* Answers a waiter's call with an error and forgets the waiter. */
+static void waiter_fail(Waiter *w, const char *error, json_object *params) {
+        VarlinkCall *call = w->call;
+        varlink_call_set_cancel(call, NULL, NULL);
+        waiter_free(w);
+        varlink_call_error(call, error, params);
+}
+
+static void entry_fail_waiters(TokenEntry *e, const char *error, const char *reason) {
+        while (e->waiters) {
+                Waiter *w = e->waiters;
+                json_object *p;
+                if (streq(error, ERR_SCOPE)) {
+                        p = json_object_new_object();
+                        if (p) {
+                                json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
+                                json_object_object_add(p, "scopes", scope_set_to_json(&e->scopes));
+                        }
+                } else if (streq(error, ERR_LIFETIME)) {
+                        p = json_object_new_object();
+                        if (p) {
+                                json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
+                                json_object_object_add(p, "lifetime",
+                                                       json_object_new_int64((int64_t) (e->lifetime / USEC_PER_SEC)));
+                        }
+                } else
+                        p = engine_error_parameters(e->cred->name, error, reason, cred_retry_after_sec(e->cred));
+                waiter_fail(w, error, p);
+        }
+}
+
+static uint64_t entry_need_usec(TokenEntry *e, int64_t min_ttl) {
+        if (min_ttl >= 0)
+                return (uint64_t) min_ttl * USEC_PER_SEC;
+        return e->lifetime / 10;
+}
+
+static bool entry_satisfies(TokenEntry *e, int64_t min_ttl, uint64_t now) {
+        if (!e->access_token || e->expires <= now)
+                return false;
+        return e->expires - now >= entry_need_usec(e, min_ttl);
+}
+
+static int entry_reply(TokenEntry *e, VarlinkCall *call) {
+        json_object *p = json_object_new_object();
+        if (!p)
+                return -ENOMEM;
+        json_object_object_add(p, "token", json_object_new_string(e->access_token));
+        json_object_object_add(p, "token_type", json_object_new_string(e->token_type ?: "Bearer"));
+        json_object_object_add(p, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
+        json_object_object_add(p, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
+        return varlink_call_reply(call, p);
+}
+
+/* ---- entries ---- */
+
+static void entry_drop_token(TokenEntry *e) {
+        e->access_token = erase_and_free(e->access_token);
+        e->token_type = mfree(e->token_type);
+        scope_set_done(&e->granted);
+        e->expires = 0;
+        e->refresh_at = 0;
+        (void) sd_event_source_set_enabled(e->timer, SD_EVENT_OFF);
+}
+
+static void entry_free(TokenEntry *e) {
+        Credential *c = e->cred;
+
+        entry_fail_waiters(e, ERR_UNAVAILABLE, "cache entry dropped");
+        if (c->refreshing == e)
+                c->refreshing = NULL;
+        entry_drop_token(e);
+        sd_event_source_disable_unref(e->timer);
+        scope_set_done(&e->scopes);
+        free(e->resource);
+        if (e->prev)
+                e->prev->next = e->next;
+        else
+                c->entries = e->next;
+        if (e->next)
+                e->next->prev = e->prev;
+        c->n_entries--;
+        free(e);
+}
+
+static bool entry_idle(TokenEntry *e) {
+        return !e->waiters && !e->queued && e->cred->refreshing != e;
+}
+
+/* Frees an entry that holds nothing and nobody waits for. */
+static void entry_gc(TokenEntry *e) {
+        if (!e->access_token && entry_idle(e))
+                entry_free(e);
+}
+
+static int entry_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        TokenEntry *e = userdata;
+        Manager *m = e->cred->manager;
+        uint64_t now = now_boot();
+        (void) s;
+        (void) usec;
+
+        if (e->access_token && e->expires <= now) {
+                /* Expired and not refreshed (idle): wipe it. */
+                entry_drop_token(e);
+                entry_gc(e);
+                return 0;
+        }
+        if (e->refresh_at > 0 && now >= e->refresh_at) {
+                e->refresh_at = 0;
+                if (now - e->last_used <= m->keep_fresh_usec) {
+                        log_debug("Refreshing a token of credential %s proactively", e->cred->name);
+                        e->queued = true;
+                        e->queue_seq = ++m->queue_seq;
+                        cred_kick(e->cred);
+                        return 0;
+                }
+        }
+        entry_schedule(e);
+        return 0;
+}
+
+/* Arms the entry's timer: at refresh_at when one is planned, else at expiry. */
+static void entry_schedule(TokenEntry *e) {
+        uint64_t when = e->refresh_at ?: e->expires;
+        if (!e->access_token || when == 0) {
+                (void) sd_event_source_set_enabled(e->timer, SD_EVENT_OFF);
+                return;
+        }
+        if (sd_event_source_set_time(e->timer, when) < 0 ||
+            sd_event_source_set_enabled(e->timer, SD_EVENT_ONESHOT) < 0)
+                log_warning("Cannot arm refresh timer of credential %s, ignoring", e->cred->name);
+}
+
+static TokenEntry *entry_find(Credential *c, const ScopeSet *scopes, const char *resource) {
+        for (TokenEntry *e = c->entries; e; e = e->next)
+                if (scope_set_equal(&e->scopes, scopes) && streq_ptr(e->resource, resource))
+                        return e;
+        return NULL;
+}
+
+/* Makes room by dropping the least recently used idle entry. */
+static bool cred_evict_one(Credential *c) {
+        TokenEntry *victim = NULL;
+        for (TokenEntry *e = c->entries; e; e = e->next)
+                if (entry_idle(e) && (!victim || e->last_used < victim->last_used))
+                        victim = e;
+        if (!victim)
+                return false;
+        entry_free(victim);
+        return true;
+}
+
+static int entry_new(Credential *c, ScopeSet *scopes, const char *resource, TokenEntry **ret) {
+        if (c->n_entries >= ENTRIES_MAX && !cred_evict_one(c))
+                return -EBUSY;
+
+        TokenEntry *e = calloc(1, sizeof *e);
+        if (!e)
+                return -ENOMEM;
+        e->cred = c;
+        if (resource && !(e->resource = strdup(resource))) {
+                free(e);
+                return -ENOMEM;
+        }
+        int r = sd_event_add_time(c->manager->event, &e->timer, CLOCK_BOOTTIME, UINT64_MAX, USEC_PER_SEC / 10,
+                                  entry_on_timer, e);
+        if (r < 0) {
+                free(e->resource);
+                free(e);
+                return r;
+        }
+        (void) sd_event_source_set_enabled(e->timer, SD_EVENT_OFF);
+        e->scopes = *scopes;
+        *scopes = (ScopeSet) {};
+        e->full_scope = c->scopes.n == 0 || scope_set_equal(&e->scopes, &c->scopes);
+        e->next = c->entries;
+        if (e->next)
+                e->next->prev = e;
+        c->entries = e;
+        c->n_entries++;
+        *ret = e;
+        return 0;
+}
+
+/* Installs a fresh token in the entry and plans its proactive refresh. */
+static int entry_set_token(TokenEntry *e, const TokenResponse *t) {
+        Credential *c = e->cred;
+        char *at = secret_strdup(t->access_token);
+        char *type = strdup(t->token_type ?: "Bearer");
+        ScopeSet granted = {};
+
+        if (!at || !type || (t->scope && scope_set_from_string(t->scope, &granted) < 0)) {
+                erase_and_free(at);
+                free(type);
+                scope_set_done(&granted);
+                return -ENOMEM;
+        }
+        if (granted.n > 0 && e->scopes.n > 0 && !scope_set_is_subset(&granted, &e->scopes, NULL))
+                log_warning("Provider of credential %s granted wider scopes than asked for", c->name);
+
+        entry_drop_token(e);
+        e->access_token = at;
+        e->token_type = type;
+        e->granted = granted;
+
+        uint64_t now = now_boot();
+        e->lifetime = (uint64_t) t->expires_in * USEC_PER_SEC;
+        e->expires = now + e->lifetime;
+        /* Refresh at 75-80% of the lifetime: the jitter spreads refreshes of
+         * tokens issued together. */
+        uint64_t at_pct = 7500 + random_below(501); /* hundredths of a percent */
+        uint64_t delay = e->lifetime / 10000 * at_pct + (e->lifetime % 10000) * at_pct / 10000;
+        if (delay < REFRESH_MIN_DELAY_USEC)
+                delay = REFRESH_MIN_DELAY_USEC;
+        e->refresh_at = delay < e->lifetime ? now + delay : 0;
+        entry_schedule(e);
+        return 0;
+}
+
+/* ---- the refresh of one credential ---- */
+
+static uint64_t backoff_usec(unsigned failures) {
+        uint64_t d = BACKOFF_MIN_USEC;
+        for (unsigned i = 1; i < failures && d < BACKOFF_MAX_USEC; i++)
+                d *= 2;
+        if (d > BACKOFF_MAX_USEC)
+                d = BACKOFF_MAX_USEC;
+        /* Full jitter in [d/2, d]. */
+        return d / 2 + random_below(d / 2 + 1);
+}
+
+static int cred_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Credential *c = userdata;
+        (void) s;
+        (void) usec;
+        c->retry_at = 0;
+        cred_kick(c);
+        return 0;
+}
+
+static void cred_schedule_retry(Credential *c, int64_t retry_after) {
+        uint64_t d = backoff_usec(++c->failures);
+        if (retry_after >= 0) {
+                uint64_t ra = (uint64_t) retry_after * USEC_PER_SEC;
+                if (ra > RETRY_AFTER_MAX_USEC)
+                        ra = RETRY_AFTER_MAX_USEC;
+                if (ra > d)
+                        d = ra;
+        }
+        c->retry_at = now_boot() + d;
+        if (!c->retry_timer) {
+                if (sd_event_add_time(c->manager->event, &c->retry_timer, CLOCK_BOOTTIME, c->retry_at, 0,
+                                      cred_on_retry, c) < 0) {
+                        c->retry_at = 0;
+                        return;
+                }
+        } else {
+                (void) sd_event_source_set_time(c->retry_timer, c->retry_at);
+        }
+        (void) sd_event_source_set_enabled(c->retry_timer, SD_EVENT_ONESHOT);
+        log_info("Credential %s: provider unavailable (%s), retrying in %.1fs", c->name, strna(c->last_error),
+                 (double) d / USEC_PER_SEC);
+}
+
+/* Saves the in-memory refresh token when the store has an older one. */
+static int cred_flush_store(Credential *c) {
+        if (!c->store_dirty)
+                return 0;
+        int r = store_save(c->manager->store, c->name, SECRET_REFRESH_TOKEN, c->refresh_token);
+        if (r < 0)
+                return log_error_errno(r, "Credential %s: cannot save the rotated refresh token: %m", c->name);
+        c->store_dirty = false;
+        return 0;
+}
+
+/* Adopts a rotated refresh token: into the store first, then into memory.
+ * If the store fails, the new token is still kept in memory (the old one is
+ * dead at the provider) and the store is retried before the next hand-out. */
+static int cred_adopt_refresh_token(Credential *c, const char *rt) {
+        if (!rt || secret_equal(rt, c->refresh_token))
+                return cred_flush_store(c);
+        char *copy = secret_strdup(rt);
+        if (!copy)
+                return -ENOMEM;
+        erase_and_free(c->refresh_token);
+        c->refresh_token = copy;
+        c->store_dirty = true;
+        return cred_flush_store(c);
+}
+
+static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, void *userdata) {
+        Credential *c = userdata;
+        Manager *m = c->manager;
+        TokenEntry *e = TAKE_PTR(c->refreshing);
+        TokenResponse t = {};
+        OAuthError err = {};
+        (void) req;
+
+        c->inflight = NULL;
+        OAuthOutcome o = oauth_parse_token_response(resp->status, resp->body, resp->body_len, &t, &err);
+
+        switch (o) {
+        case OAUTH_OK: {
+                int r = cred_adopt_refresh_token(c, t.refresh_token);
+                c->failures = 0;
+                if (r < 0) {
+                        credential_set_last_error(c, "cannot save rotated refresh token");
+                        if (e)
+                                entry_fail_waiters(e, ERR_STORE, "cannot save the rotated refresh token");
+                        break;
+                }
+                c->last_error = mfree(c->last_error);
+                if (!e)
+                        break;
+                if (entry_set_token(e, &t) < 0) {
+                        entry_fail_waiters(e, ERR_UNAVAILABLE, "out of memory");
+                        break;
+                }
+                log_debug("Credential %s: token refreshed", c->name);
+                uint64_t now = now_boot();
+                for (Waiter *w = e->waiters, *next; w; w = next) {
+                        next = w->next;
+                        VarlinkCall *call = w->call;
+                        if (entry_satisfies(e, w->min_ttl, now)) {
+                                varlink_call_set_cancel(call, NULL, NULL);
+                                waiter_free(w);
+                                (void) entry_reply(e, call);
+                        }
+                }
+                entry_fail_waiters(e, ERR_LIFETIME, NULL);
+                break;
+        }
+        case OAUTH_INVALID_GRANT:
+        case OAUTH_INVALID_CLIENT:
+                log_warning("Credential %s: provider refused the refresh (%s); re-authentication required", c->name,
+                            err.code);
+                credential_set_last_error(c, "%s%s%s", err.code, err.description[0] ? ": " : "", err.description);
+                c->state = CREDENTIAL_REAUTH_REQUIRED;
+                (void) manager_save_state(m);
+                engine_flush(c, ERR_REAUTH, NULL);
+                e = NULL;
+                break;
+        case OAUTH_INVALID_SCOPE:
+                credential_set_last_error(c, "invalid_scope");
+                if (e)
+                        entry_fail_waiters(e, ERR_SCOPE, NULL);
+                break;
+        case OAUTH_REFUSED:
+                credential_set_last_error(c, "provider refused: %s%s%s", err.code, err.description[0] ? ": " : "",
+                                          err.description);
+                if (e)
+                        entry_fail_waiters(e, ERR_UNAVAILABLE, c->last_error);
+                break;
+        case OAUTH_TRANSIENT:
+                if (resp->curl_error)
+                        credential_set_last_error(c, "%s", resp->curl_error);
+                else
+                        credential_set_last_error(c, "%s%s%s", err.code, err.description[0] ? ": " : "",
+                                                  err.description);
+                if (e) {
+                        /* Retried first once the backoff ends; waiters keep waiting until their deadline. */
+                        e->queued = true;
+                        e->queue_seq = 0;
+                }
+                cred_schedule_retry(c, resp->retry_after);
+                break;
+        }
+        token_response_done(&t);
+        if (e)
+                entry_gc(e);
+        cred_kick(c);
+        manager_check_stop(m);
+}
+
+static int cred_start_refresh(Credential *c, TokenEntry *e) {
+        int r = engine_refresh_request(c, e->full_scope ? NULL : &e->scopes, e->resource, cred_on_refresh_done, c,
+                                       &c->inflight);
+        if (r < 0)
+                return r;
+        c->refreshing = e;
+        e->queued = false;
+        return 0;
+}
+
+/* Starts the next queued refresh of the credential unless one is in flight or
+ * a backoff is running. */
+static void cred_kick(Credential *c) {
+        if (c->inflight || c->retry_at > 0 || c->manager->stopping)
+                return;
+        if (c->state != CREDENTIAL_OK) {
+                engine_flush(c, ERR_REAUTH, NULL);
+                return;
+        }
+        if (c->store_dirty && cred_flush_store(c) < 0) {
+                for (TokenEntry *e = c->entries; e; e = e->next)
+                        if (e->queued)
+                                entry_fail_waiters(e, ERR_STORE, "cannot save the rotated refresh token");
+                return;
+        }
+
+        for (;;) {
+                TokenEntry *next = NULL;
+                for (TokenEntry *e = c->entries; e; e = e->next)
+                        if (e->queued && (!next || e->queue_seq < next->queue_seq))
+                                next = e;
+                if (!next)
+                        return;
+                int r = cred_start_refresh(c, next);
+                if (r >= 0)
+                        return;
+                log_error_errno(r, "Credential %s: cannot start refresh: %m", c->name);
+                next->queued = false;
+                entry_fail_waiters(next, ERR_UNAVAILABLE, "cannot start the refresh");
+                entry_gc(next);
+        }
+}
+
+/* ---- GetToken ---- */
+
+static void waiter_on_cancel(VarlinkCall *call, void *userdata) {
+        Waiter *w = userdata;
+        TokenEntry *e = w->entry;
+        (void) call;
+        waiter_free(w);
+        entry_gc(e);
+}
+
+static int waiter_on_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Waiter *w = userdata;
+        TokenEntry *e = w->entry;
+        Credential *c = e->cred;
+        (void) s;
+        (void) usec;
+
+        waiter_fail(w, ERR_UNAVAILABLE,
+                    engine_error_parameters(c->name, ERR_UNAVAILABLE, c->last_error ?: "timed out waiting for the provider",
+                                            cred_retry_after_sec(c)));
+        entry_gc(e);
+        return 0;
+}
+
+int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl) {
+        Manager *m = c->manager;
+        _cleanup_(scope_set_done) ScopeSet requested = *scopes;
+        int r;
+
+        *scopes = (ScopeSet) {};
+        if (c->state != CREDENTIAL_OK)
+                return varlink_call_error(call, ERR_REAUTH, engine_error_parameters(c->name, ERR_REAUTH, NULL, -1));
+
+        if (requested.n == 0 && scope_set_copy(&c->scopes, &requested) < 0)
+                return -ENOMEM;
+        if (c->scopes.n > 0) {
+                ScopeSet missing = {};
+                if (!scope_set_is_subset(&requested, &c->scopes, &missing)) {
+                        json_object *p = json_object_new_object();
+                        if (p) {
+                                json_object_object_add(p, "credential", json_object_new_string(c->name));
+                                json_object_object_add(p, "scopes", scope_set_to_json(&missing));
+                        }
+                        scope_set_done(&missing);
+                        return varlink_call_error(call, ERR_SCOPE, p);
+                }
+        }
+
+        TokenEntry *e = entry_find(c, &requested, resource);
+        if (!e) {
+                r = entry_new(c, &requested, resource, &e);
+                if (r == -EBUSY)
+                        return varlink_call_error(call, ERR_UNAVAILABLE,
+                                                  engine_error_parameters(c->name, ERR_UNAVAILABLE,
+                                                                          "too many distinct scope sets in use", -1));
+                if (r < 0)
+                        return r;
+        }
+
+        uint64_t now = now_boot();
+        e->last_used = now;
+        if (entry_satisfies(e, min_ttl, now))
+                return entry_reply(e, call);
+
+        if (min_ttl >= 0 && e->lifetime > 0 && (uint64_t) min_ttl * USEC_PER_SEC > e->lifetime) {
+                json_object *p = json_object_new_object();
+                if (p) {
+                        json_object_object_add(p, "credential", json_object_new_string(c->name));
+                        json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (e->lifetime / USEC_PER_SEC)));
+                }
+                return varlink_call_error(call, ERR_LIFETIME, p);
+        }
+
+        Waiter *w = calloc(1, sizeof *w);
+        if (!w)
+                return -ENOMEM;
+        w->entry = e;
+        w->call = call;
+        w->min_ttl = min_ttl;
+        r = sd_event_add_time_relative(m->event, &w->timeout, CLOCK_BOOTTIME, m->request_timeout_usec, 0,
+                                       waiter_on_timeout, w);
+        if (r < 0) {
+                free(w);
+                entry_gc(e);
+                return r;
+        }
+        w->next = e->waiters;
+        if (w->next)
+                w->next->prev = w;
+        e->waiters = w;
+        e->n_waiters++;
+        varlink_call_set_cancel(call, waiter_on_cancel, w);
+
+        if (!e->queued && c->refreshing != e) {
+                e->queued = true;
+                e->queue_seq = ++m->queue_seq;
+        }
+        cred_kick(c);
+        return 0;
+}
+
+/* ---- the rest ---- */
+
+int engine_seed(Credential *c, const TokenResponse *t) {
+        ScopeSet s = {};
+        TokenEntry *e;
+
+        if (scope_set_copy(&c->scopes, &s) < 0)
+                return -ENOMEM;
+        int r = entry_new(c, &s, NULL, &e);
+        scope_set_done(&s);
+        if (r < 0)
+                return r;
+        e->last_used = now_boot();
+        r = entry_set_token(e, t);
+        if (r < 0)
+                entry_free(e);
+        return r;
+}
+
+void engine_flush(Credential *c, const char *error, const char *reason) {
+        c->inflight = http_request_cancel(c->inflight);
+        c->refreshing = NULL;
+        if (c->retry_timer)
+                (void) sd_event_source_set_enabled(c->retry_timer, SD_EVENT_OFF);
+        c->retry_at = 0;
+        while (c->entries) {
+                TokenEntry *e = c->entries;
+                entry_fail_waiters(e, error, reason);
+                e->queued = false;
+                entry_free(e);
+        }
+        c->retry_timer = sd_event_source_disable_unref(c->retry_timer);
+}
+
+json_object *engine_entries_to_json(Credential *c) {
+        json_object *a = json_object_new_array();
+        uint64_t now = now_boot();
+
+        for (TokenEntry *e = c->entries; a && e; e = e->next) {
+                if (!e->access_token || e->expires <= now)
+                        continue;
+                json_object *o = json_object_new_object();
+                if (!o)
+                        break;
+                json_object_object_add(o, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
+                if (e->resource)
+                        json_object_object_add(o, "resource", json_object_new_string(e->resource));
+                json_object_object_add(o, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
+                if (e->refresh_at > 0)
+                        json_object_object_add(o, "refresh_at", json_object_new_int64(boot_to_epoch_sec(e->refresh_at)));
+                json_object_array_add(a, o);
+        }
+        return a;
+}
+
+unsigned engine_count_cached(Manager *m) {
+        unsigned n = 0;
+        uint64_t now = now_boot();
+        for (Credential *c = m->credentials; c; c = c->next)
+                for (TokenEntry *e = c->entries; e; e = e->next)
+                        n += e->access_token && e->expires > now;
+        return n;
+}
+
+bool engine_busy(Manager *m) {
+        for (Credential *c = m->credentials; c; c = c->next)
+                if (c->inflight)
+                        return true;
+        return false;
+}
+
+/* ---- requests ---- */
+
+int engine_refresh_request(Credential *c, const ScopeSet *scopes, const char *resource, HttpDoneFn done,
+                           void *userdata, HttpRequest **ret) {
+        _cleanup_free_ char *scope = NULL;
+        _cleanup_erase_ char *body = NULL, *auth = NULL;
+
+        if (scopes && scopes->n > 0 && !(scope = scope_set_join(scopes)))
+                return -ENOMEM;
+        body = oauth_refresh_body(c->refresh_token, scope, resource, c->auth_method, c->client_id, c->client_secret);
+        if (!body)
+                return -ENOMEM;
+        if (c->auth_method == OAUTH_AUTH_CLIENT_SECRET_BASIC &&
+            !(auth = oauth_basic_authorization(c->client_id, c->client_secret)))
+                return -ENOMEM;
+        return http_post_form(c->manager->http, c->token_endpoint, body, auth, done, userdata, ret);
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/engine.h: the refresh engine and access token cache.
+ *
+ * Tokens are cached per (credential, scope set, resource). At most one
+ * refresh per credential is in flight at any time (a rotating provider would
+ * see a concurrent second refresh as token reuse and revoke the grant):
+ * requests needing a refresh wait on it, and refreshes of other cache keys
+ * of the same credential queue behind it. A rotated refresh token is saved
+ * in the store before any access token from that response is handed out.
+ * Tokens in use are refreshed ahead of expiry, at 75-80% of their lifetime. */
+#pragma once
+
+#include <stdint.h>
+
+#include "credential.h"
+#include "scopes.h"
+#include "varlink.h"
+
+/* Answers an io.tokend.agent.GetToken call, now or once a refresh completes.
+ * Takes ownership of *scopes (NULL or empty set: every scope the credential
+ * holds). min_ttl < 0: the default (a tenth of the token's lifetime). */
+int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl);
+
+/* Caches a token obtained outside the engine (the check refresh of AddCredential). */
+int engine_seed(Credential *c, const TokenResponse *t);
+
+/* Fails every waiting call of the credential with `error` (and its parameters
+ * built per call), drops every cached token, cancels a refresh in flight. */
+void engine_flush(Credential *c, const char *error, const char *reason);
+
+json_object *engine_entries_to_json(Credential *c);
+unsigned engine_count_cached(Manager *m);
+bool engine_busy(Manager *m); /* refreshes in flight */
+
+/* Starts a refresh_token grant for the credential with the given scopes
+ * (NULL or empty: no scope parameter, i.e. the whole grant). */
+int engine_refresh_request(Credential *c, const ScopeSet *scopes, const char *resource, HttpDoneFn done,
+                           void *userdata, HttpRequest **ret);
+
+/* Builds the io.tokend.agent error parameters for the credential. */
+json_object *engine_error_parameters(const char *credential, const char *error, const char *reason,
+                                     int64_t retry_after);

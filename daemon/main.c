@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/main.c: tokend entry point: arguments, hardening, event loop. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "manager.h"
+
+static const char *arg_socket;
+static const char *arg_ca_file;
+static uint64_t arg_keep_fresh_usec = 15 * 60 * USEC_PER_SEC;
+static uint64_t arg_request_timeout_usec = 15 * USEC_PER_SEC;
+
+static void help(void) {
+        printf("Usage: tokend [OPTIONS]\n\n"
+               "Brokers short-lived OAuth access tokens to local agents over Varlink.\n\n"
+               "  -h --help                  Show this help\n"
+               "     --version               Show the version\n"
+               "     --socket PATH           Listen on PATH (default: socket activation, or\n"
+               "                             $XDG_RUNTIME_DIR/tokend/socket)\n"
+               "     --ca-file FILE          CA bundle for provider TLS (default: the system's)\n"
+               "     --keep-fresh SECONDS    Keep refreshing a token this long after its last\n"
+               "                             use (default: 900; 0: only refresh on demand)\n"
+               "     --request-timeout SECONDS\n"
+               "                             Longest wait of a GetToken for the provider (default: 15)\n"
+               "     --log-level LEVEL       debug, info, notice, warning or err (default: info)\n\n"
+               "State lives in $XDG_STATE_HOME/tokend, secrets in the kernel keyring.\n");
+}
+
+static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno != 0 || end == s || *end != 0 || s[0] == '-' || v > max)
+                return -EINVAL;
+        *ret = (uint64_t) v * USEC_PER_SEC;
+        return 0;
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT, ARG_LOG_LEVEL };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "socket", required_argument, NULL, ARG_SOCKET },
+                { "ca-file", required_argument, NULL, ARG_CA_FILE },
+                { "keep-fresh", required_argument, NULL, ARG_KEEP_FRESH },
+                { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                {},
+        };
+        static const struct {
+                const char *name;
+                int level;
+        } levels[] = {
+                { "debug", LOG_DEBUG }, { "info", LOG_INFO }, { "notice", LOG_NOTICE },
+                { "warning", LOG_WARNING }, { "err", LOG_ERR },
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("tokend %s\n", PACKAGE_VERSION);
+                        return 0;
+                case ARG_SOCKET:
+                        arg_socket = optarg;
+                        break;
+                case ARG_CA_FILE:
+                        arg_ca_file = optarg;
+                        break;
+                case ARG_KEEP_FRESH:
+                        if (parse_seconds(optarg, 7 * 24 * 3600, &arg_keep_fresh_usec) < 0)
+                                return log_error_errno(EINVAL, "Invalid --keep-fresh: %s", optarg);
+                        break;
+                case ARG_REQUEST_TIMEOUT:
+                        if (parse_seconds(optarg, 3600, &arg_request_timeout_usec) < 0 || arg_request_timeout_usec == 0)
+                                return log_error_errno(EINVAL, "Invalid --request-timeout: %s", optarg);
+                        break;
+                case ARG_LOG_LEVEL: {
+                        bool found = false;
+                        for (size_t i = 0; i < ELEMENTSOF(levels); i++)
+                                if (streq(optarg, levels[i].name)) {
+                                        log_set_max_level(levels[i].level);
+                                        found = true;
+                                }
+                        if (!found)
+                                return log_error_errno(EINVAL, "Invalid --log-level: %s", optarg);
+                        break;
+                }
+                case '?':
+                        return -EINVAL;
+                default:
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc)
+                return log_error_errno(EINVAL, "Unexpected argument: %s", argv[optind]);
+        return 1;
+}
+
+/* No core dumps, no ptrace attach by other unprivileged processes of ours,
+ * and enough file descriptors for many agents. */
+static void harden_process(void) {
+        struct rlimit rl = { 0, 0 };
+        if (setrlimit(RLIMIT_CORE, &rl) < 0)
+                log_warning_errno(errno, "Cannot disable core dumps, ignoring: %m");
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+                log_warning_errno(errno, "Cannot mark process non-dumpable, ignoring: %m");
+        if (getrlimit(RLIMIT_NOFILE, &rl) >= 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+        }
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) s;
+        (void) si;
+        manager_stop(userdata);
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        Manager *m = NULL;
+        int r;
+
+        if (getenv("JOURNAL_STREAM"))
+                log_set_prefix_priority(true);
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+
+        harden_process();
+
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGPIPE);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return log_error_errno(errno, "Cannot block signals: %m"), 1;
+
+        ManagerConfig cfg = {
+                .socket_path = arg_socket,
+                .ca_file = arg_ca_file,
+                .keep_fresh_usec = arg_keep_fresh_usec,
+                .request_timeout_usec = arg_request_timeout_usec,
+        };
+        r = manager_new(&cfg, &m);
+        if (r < 0)
+                goto finish;
+        r = manager_start(m, arg_socket);
+        if (r < 0)
+                goto finish;
+        if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m)) < 0) {
+                log_error_errno(r, "Cannot watch signals: %m");
+                goto finish;
+        }
+
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+        log_info("tokend %s ready (store: %s)", PACKAGE_VERSION, store_name(m->store));
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                log_error_errno(r, "Event loop failed: %m");
+finish:
+        manager_free(m);
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/manager.h: the daemon's one context object. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <systemd/sd-event.h>
+
+#include "http.h"
+#include "store.h"
+#include "varlink.h"
+
+typedef struct Credential Credential;
+typedef struct AddOperation AddOperation;
+
+#define CREDENTIALS_MAX 256U
+
+typedef struct ManagerConfig {
+        const char *socket_path;       /* NULL: socket activation or $XDG_RUNTIME_DIR/tokend/socket */
+        const char *state_dir;         /* NULL: $XDG_STATE_HOME/tokend */
+        const char *ca_file;
+        uint64_t keep_fresh_usec;      /* keep refreshing a token this long after its last use */
+        uint64_t request_timeout_usec; /* how long a GetToken may wait for a refresh */
+} ManagerConfig;
+
+typedef struct Manager {
+        sd_event *event;
+        VarlinkServer *varlink;
+        Http *http;
+        Store *store;
+
+        Credential *credentials;
+        unsigned n_credentials;
+        AddOperation *adds;
+
+        char *state_dir;
+        char *socket_path; /* set when we bound it ourselves */
+        char *instance;
+        uid_t owner_uid;
+
+        uint64_t keep_fresh_usec;
+        uint64_t request_timeout_usec;
+        uint64_t queue_seq;
+
+        bool stopping;
+        sd_event_source *stop_timer;
+} Manager;
+
+int manager_new(const ManagerConfig *config, Manager **ret);
+Manager *manager_free(Manager *m);
+int manager_start(Manager *m, const char *socket_path);
+/* Begins a graceful stop: no new connections; exits once in-flight refreshes
+ * have completed and their rotated tokens are saved, or after a grace period. */
+void manager_stop(Manager *m);
+/* Called when a refresh completes: lets a pending stop finish. */
+void manager_check_stop(Manager *m);
+void manager_update_status(Manager *m);
+
+Credential *manager_find_credential(Manager *m, const char *name);
+/* Persists non-secret credential metadata atomically. Logs on failure. */
+int manager_save_state(Manager *m);
+
+extern const VarlinkInterface agent_interface;
+extern const VarlinkInterface manager_interface;

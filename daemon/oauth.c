@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/oauth.c: see oauth.h. */
+#include <ctype.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+
+#include "common/util.h"
+#include "oauth.h"
+#include "varlink.h"
+
+static const char *const auth_method_table[_OAUTH_AUTH_MAX] = {
+        [OAUTH_AUTH_NONE] = "none",
+        [OAUTH_AUTH_CLIENT_SECRET_BASIC] = "client_secret_basic",
+        [OAUTH_AUTH_CLIENT_SECRET_POST] = "client_secret_post",
+};
+
+const char *oauth_auth_method_to_string(OAuthAuthMethod m) {
+        if (m < 0 || m >= _OAUTH_AUTH_MAX)
+                return NULL;
+        return auth_method_table[m];
+}
+
+OAuthAuthMethod oauth_auth_method_from_string(const char *s) {
+        for (int i = 0; i < _OAUTH_AUTH_MAX; i++)
+                if (s && streq(s, auth_method_table[i]))
+                        return (OAuthAuthMethod) i;
+        return _OAUTH_AUTH_INVALID;
+}
+
+void token_response_done(TokenResponse *t) {
+        t->access_token = erase_and_free(t->access_token);
+        t->refresh_token = erase_and_free(t->refresh_token);
+        free(t->token_type);
+        free(t->scope);
+        t->token_type = t->scope = NULL;
+}
+
+/* Copies printable ASCII only, so provider text cannot inject control
+ * characters into logs or replies. */
+static void copy_sanitized(char *dst, size_t size, const char *src) {
+        size_t j = 0;
+        for (size_t i = 0; src && src[i] && j + 1 < size; i++) {
+                unsigned char c = (unsigned char) src[i];
+                dst[j++] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
+        }
+        dst[j] = 0;
+}
+
+static json_object *parse_json_object(const char *body, size_t len) {
+        if (!body || len == 0 || len > INT32_MAX)
+                return NULL;
+        json_tokener *tok = json_tokener_new_ex(16);
+        if (!tok)
+                return NULL;
+        json_object *o = json_tokener_parse_ex(tok, body, (int) len);
+        bool ok = o && json_tokener_get_error(tok) == json_tokener_success &&
+                  json_object_is_type(o, json_type_object);
+        if (tok->pb && tok->pb->buf)
+                explicit_bzero(tok->pb->buf, (size_t) tok->pb->size);
+        json_tokener_free(tok);
+        if (!ok) {
+                json_object_put_erase(o);
+                return NULL;
+        }
+        return o;
+}
+
+static const char *get_string(json_object *o, const char *key, size_t max) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        size_t len = (size_t) json_object_get_string_len(v);
+        const char *s = json_object_get_string(v);
+        if (len == 0 || len > max || strlen(s) != len)
+                return NULL;
+        return s;
+}
+
+static bool token_chars_ok(const char *s) {
+        /* RFC 6749 appendix A: access and refresh tokens are visible ASCII (VSCHAR). */
+        for (; *s; s++)
+                if ((unsigned char) *s < 0x20 || (unsigned char) *s > 0x7e)
+                        return false;
+        return true;
+}
+
+static OAuthOutcome set_error(OAuthError *e, OAuthOutcome o, const char *code, const char *desc) {
+        copy_sanitized(e->code, sizeof e->code, code);
+        copy_sanitized(e->description, sizeof e->description, desc);
+        return o;
+}
+
+OAuthOutcome oauth_parse_token_response(long status, const char *body, size_t len, TokenResponse *ret,
+                                        OAuthError *ret_error) {
+        _cleanup_(json_object_put_erasep) json_object *o = NULL;
+        char buf[64];
+
+        if (status == 0)
+                return set_error(ret_error, OAUTH_TRANSIENT, "network_error", NULL);
+        if (status == 429 || status >= 500) {
+                snprintf(buf, sizeof buf, "http_%ld", status);
+                return set_error(ret_error, OAUTH_TRANSIENT, buf, NULL);
+        }
+
+        o = parse_json_object(body, len);
+        if (status != 200) {
+                const char *code = o ? get_string(o, "error", 64) : NULL;
+                const char *desc = o ? get_string(o, "error_description", 1024) : NULL;
+                if (!code) {
+                        snprintf(buf, sizeof buf, "http_%ld", status);
+                        /* A 4xx without an OAuth error body: a proxy or misconfiguration. */
+                        return set_error(ret_error, status == 408 ? OAUTH_TRANSIENT : OAUTH_REFUSED, buf, NULL);
+                }
+                if (streq(code, "invalid_grant"))
+                        return set_error(ret_error, OAUTH_INVALID_GRANT, code, desc);
+                if (streq(code, "invalid_client") || streq(code, "unauthorized_client"))
+                        return set_error(ret_error, OAUTH_INVALID_CLIENT, code, desc);
+                if (streq(code, "invalid_scope"))
+                        return set_error(ret_error, OAUTH_INVALID_SCOPE, code, desc);
+                if (streq(code, "temporarily_unavailable") || streq(code, "server_error"))
+                        return set_error(ret_error, OAUTH_TRANSIENT, code, desc);
+                return set_error(ret_error, OAUTH_REFUSED, code, desc);
+        }
+
+        if (!o)
+                return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "token response is not a JSON object");
+
+        const char *at = get_string(o, "access_token", OAUTH_ACCESS_TOKEN_MAX);
+        if (!at || !token_chars_ok(at))
+                return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "no usable access_token");
+        const char *rt = NULL;
+        json_object *v;
+        if (json_object_object_get_ex(o, "refresh_token", &v) && !json_object_is_type(v, json_type_null)) {
+                rt = get_string(o, "refresh_token", OAUTH_REFRESH_TOKEN_MAX);
+                if (!rt || !token_chars_ok(rt))
+                        return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "unusable refresh_token");
+        }
+        const char *type = get_string(o, "token_type", 64) ?: "Bearer";
+        const char *scope = NULL;
+        if (json_object_object_get_ex(o, "scope", &v) && !json_object_is_type(v, json_type_null)) {
+                scope = get_string(o, "scope", OAUTH_SCOPE_MAX);
+                if (!scope && !(json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 0))
+                        return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "unusable scope");
+        }
+        int64_t expires_in = OAUTH_DEFAULT_LIFETIME_SEC;
+        if (json_object_object_get_ex(o, "expires_in", &v) && !json_object_is_type(v, json_type_null)) {
+                /* Some providers send a string; accept digits only. */
+                if (json_object_is_type(v, json_type_int))
+                        expires_in = json_object_get_int64(v);
+                else if (json_object_is_type(v, json_type_string)) {
+                        const char *s = json_object_get_string(v);
+                        char *end;
+                        errno = 0;
+                        long long n = strtoll(s, &end, 10);
+                        if (errno != 0 || end == s || *end != 0)
+                                return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "bad expires_in");
+                        expires_in = n;
+                } else
+                        return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "bad expires_in");
+                if (expires_in <= 0 || expires_in > 366LL * 24 * 3600)
+                        return set_error(ret_error, OAUTH_TRANSIENT, "malformed_response", "expires_in out of range");
+        }
+
+        TokenResponse t = { .expires_in = expires_in };
+        t.access_token = secret_strdup(at);
+        t.refresh_token = rt ? secret_strdup(rt) : NULL;
+        t.token_type = strdup(type);
+        t.scope = scope ? strdup(scope) : NULL;
+        if (!t.access_token || (rt && !t.refresh_token) || !t.token_type || (scope && !t.scope)) {
+                token_response_done(&t);
+                return set_error(ret_error, OAUTH_TRANSIENT, "out_of_memory", NULL);
+        }
+        *ret = t;
+        return OAUTH_OK;
+}
+
+char *oauth_form_encode(const char *s) {
+        static const char hex[] = "0123456789ABCDEF";
+        size_t n = strlen(s);
+        char *r = malloc(3 * n + 1), *p = r;
+        if (!r)
+                return NULL;
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+                if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~')
+                        *p++ = (char) c;
+                else if (c == ' ')
+                        *p++ = '+';
+                else {
+                        *p++ = '%';
+                        *p++ = hex[c >> 4];
+                        *p++ = hex[c & 15];
+                }
+        }
+        *p = 0;
+        return r;
+}
+
+/* Appends "&key=encoded(value)" (no & for the first) to a secret buffer. */
+static int form_append(char **buf, size_t *len, const char *key, const char *value) {
+        _cleanup_erase_ char *enc = oauth_form_encode(value);
+        if (!enc)
+                return -ENOMEM;
+        size_t add = (*len ? 1 : 0) + strlen(key) + 1 + strlen(enc);
+        char *n = malloc(*len + add + 1);
+        if (!n)
+                return -ENOMEM;
+        int w = snprintf(n, *len + add + 1, "%s%s%s=%s", *buf ?: "", *len ? "&" : "", key, enc);
+        erase_and_free(*buf);
+        *buf = n;
+        *len = (size_t) w;
+        return 0;
+}
+
+char *oauth_refresh_body(const char *refresh_token, const char *scope, const char *resource,
+                         OAuthAuthMethod method, const char *client_id, const char *client_secret) {
+        _cleanup_erase_ char *b = NULL;
+        size_t len = 0;
+
+        if (form_append(&b, &len, "grant_type", "refresh_token") < 0 ||
+            form_append(&b, &len, "refresh_token", refresh_token) < 0)
+                return NULL;
+        if (scope && form_append(&b, &len, "scope", scope) < 0)
+                return NULL;
+        if (resource && form_append(&b, &len, "resource", resource) < 0)
+                return NULL;
+        if (method != OAUTH_AUTH_CLIENT_SECRET_BASIC && form_append(&b, &len, "client_id", client_id) < 0)
+                return NULL;
+        if (method == OAUTH_AUTH_CLIENT_SECRET_POST && client_secret &&
+            form_append(&b, &len, "client_secret", client_secret) < 0)
+                return NULL;
+        return TAKE_PTR(b);
+}
+
+char *oauth_basic_authorization(const char *client_id, const char *client_secret) {
+        _cleanup_erase_ char *id = oauth_form_encode(client_id);
+        _cleanup_erase_ char *secret = oauth_form_encode(client_secret ?: "");
+        if (!id || !secret)
+                return NULL;
+        size_t n = strlen(id) + 1 + strlen(secret);
+        _cleanup_erase_ char *plain = malloc(n + 1);
+        if (!plain)
+                return NULL;
+        snprintf(plain, n + 1, "%s:%s", id, secret);
+
+        size_t out = 4 * ((n + 2) / 3) + 1;
+        char *r = malloc(strlen("Basic ") + out);
+        if (!r)
+                return NULL;
+        memcpy(r, "Basic ", 6);
+        EVP_EncodeBlock((unsigned char *) r + 6, (const unsigned char *) plain, (int) n);
+        return r;
+}
+
+void discovery_document_done(DiscoveryDocument *d) {
+        free(d->issuer);
+        free(d->token_endpoint);
+        free(d->revocation_endpoint);
+        free(d->introspection_endpoint);
+        free(d->device_authorization_endpoint);
+        free(d->authorization_endpoint);
+        *d = (DiscoveryDocument) {};
+}
+
+static int dup_opt(json_object *o, const char *key, char **ret) {
+        const char *s = get_string(o, key, OAUTH_URL_MAX);
+        if (!s) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int oauth_parse_discovery(const char *body, size_t len, const char *issuer, DiscoveryDocument *ret,
+                          const char **ret_reason) {
+        _cleanup_(json_object_putp) json_object *o = parse_json_object(body, len);
+        if (!o) {
+                *ret_reason = "discovery document is not a JSON object";
+                return -EBADMSG;
+        }
+        const char *iss = get_string(o, "issuer", OAUTH_URL_MAX);
+        if (!iss || !streq(iss, issuer)) {
+                *ret_reason = "discovery document names another issuer";
+                return -EBADMSG;
+        }
+        if (!get_string(o, "token_endpoint", OAUTH_URL_MAX)) {
+                *ret_reason = "discovery document has no token_endpoint";
+                return -EBADMSG;
+        }
+        DiscoveryDocument d = {};
+        if (dup_opt(o, "issuer", &d.issuer) < 0 || dup_opt(o, "token_endpoint", &d.token_endpoint) < 0 ||
+            dup_opt(o, "revocation_endpoint", &d.revocation_endpoint) < 0 ||
+            dup_opt(o, "introspection_endpoint", &d.introspection_endpoint) < 0 ||
+            dup_opt(o, "device_authorization_endpoint", &d.device_authorization_endpoint) < 0 ||
+            dup_opt(o, "authorization_endpoint", &d.authorization_endpoint) < 0) {
+                discovery_document_done(&d);
+                *ret_reason = "out of memory";
+                return -ENOMEM;
+        }
+        *ret = d;
+        return 0;
+}
+
+int oauth_discovery_urls(const char *issuer, char **ret_oidc, char **ret_rfc8414) {
+        /* OIDC: issuer + "/.well-known/openid-configuration".
+         * RFC 8414: the well-known segment goes between host and path. */
+        size_t l = strlen(issuer);
+        while (l > 0 && issuer[l - 1] == '/')
+                l--;
+        const char *scheme_end = strstr(issuer, "://");
+        if (!scheme_end)
+                return -EINVAL;
+        const char *path = strchr(scheme_end + 3, '/');
+        size_t host_end = path && (size_t) (path - issuer) < l ? (size_t) (path - issuer) : l;
+
+        char *a = NULL, *b = NULL;
+        if (asprintf(&a, "%.*s/.well-known/openid-configuration", (int) l, issuer) < 0)
+                return -ENOMEM;
+        if (asprintf(&b, "%.*s/.well-known/oauth-authorization-server%.*s", (int) host_end, issuer,
+                     (int) (l - host_end), issuer + host_end) < 0) {
+                free(a);
+                return -ENOMEM;
+        }
+        *ret_oidc = a;
+        *ret_rfc8414 = b;
+        return 0;
+}
+
+static bool host_is_loopback(const char *host, size_t len) {
+        if (len == 9 && strncasecmp(host, "localhost", 9) == 0)
+                return true;
+        if (len == 5 && strncmp(host, "[::1]", 5) == 0)
+                return true;
+        if (len >= 4 && strncmp(host, "127.", 4) == 0) {
+                /* 127.0.0.0/8, dotted quad only. */
+                int dots = 0;
+                for (size_t i = 0; i < len; i++) {
+                        if (host[i] == '.')
+                                dots++;
+                        else if (!isdigit((unsigned char) host[i]))
+                                return false;
+                }
+                return dots == 3;
+        }
+        return false;
+}
+
+int oauth_check_url(const char *url, bool allow_insecure_loopback, const char **ret_reason) {
+        const char *rest;
+        size_t len = strlen(url);
+
+        if (len == 0 || len > OAUTH_URL_MAX) {
+                *ret_reason = "URL empty or too long";
+                return -EINVAL;
+        }
+        for (const char *p = url; *p; p++)
+                if ((unsigned char) *p <= 0x20 || (unsigned char) *p >= 0x7f) {
+                        *ret_reason = "URL contains spaces or control characters";
+                        return -EINVAL;
+                }
+        if (strchr(url, '#')) {
+                *ret_reason = "URL must not contain a fragment";
+                return -EINVAL;
+        }
+        bool https = (rest = startswith(url, "https://"));
+        if (!https && !(rest = startswith(url, "http://"))) {
+                *ret_reason = "URL must start with https://";
+                return -EINVAL;
+        }
+        size_t hl = strcspn(rest, "/?");
+        const char *at = memchr(rest, '@', hl);
+        if (at) {
+                *ret_reason = "URL must not contain user information";
+                return -EINVAL;
+        }
+        /* Host without port; bracketed IPv6 kept whole. */
+        size_t host_len = hl;
+        if (rest[0] == '[') {
+                const char *close = memchr(rest, ']', hl);
+                if (!close) {
+                        *ret_reason = "URL has a malformed IPv6 host";
+                        return -EINVAL;
+                }
+                host_len = (size_t) (close - rest) + 1;
+        } else {
+                const char *colon = memchr(rest, ':', hl);
+                if (colon)
+                        host_len = (size_t) (colon - rest);
+        }
+        if (host_len == 0) {
+                *ret_reason = "URL has no host";
+                return -EINVAL;
+        }
+        if (https)
+                return 0;
+        if (!host_is_loopback(rest, host_len)) {
+                *ret_reason = "plain http is only allowed to a loopback host";
+                return -EINVAL;
+        }
+        if (!allow_insecure_loopback) {
+                *ret_reason = "plain http to loopback needs the insecure-loopback opt-in";
+                return -EINVAL;
+        }
+        return 0;
+}
