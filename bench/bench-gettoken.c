@@ -144,7 +144,7 @@ int main(int argc, char *argv[]) {
         char path[] = "/tmp/bench-floor-XXXXXX";
         if (!mkdtemp(path))
                 return 1;
-        char sock[128];
+        char sock[sizeof path + 2];
         snprintf(sock, sizeof sock, "%s/s", path);
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);

@@ -377,8 +377,8 @@ static int verb_list(int argc, char *argv[]) {
                                  json_object_get_string(json_object_array_get_idx(s, j)));
                 }
                 size_t nc = cached ? json_object_array_length(cached) : 0;
-                printf("%-20s %-16s %-36s %-30s %zu\n", json_str(c, "name"), json_str(c, "state"),
-                       json_str(c, "issuer") ?: json_str(c, "token_endpoint"), scopes, nc);
+                printf("%-20s %-16s %-36s %-30s %zu\n", strna(json_str(c, "name")), strna(json_str(c, "state")),
+                       strna(json_str(c, "issuer") ?: json_str(c, "token_endpoint")), scopes, nc);
                 for (size_t j = 0; j < nc; j++) {
                         json_object *e = json_object_array_get_idx(cached, j), *es = NULL;
                         char exp[64], ref[64] = "-";

@@ -54,6 +54,7 @@ static json_object *parse_json_object(const char *body, size_t len) {
         json_tokener *tok = json_tokener_new_ex(16);
         if (!tok)
                 return NULL;
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         json_object *o = json_tokener_parse_ex(tok, body, (int) len);
         bool ok = o && json_tokener_get_error(tok) == json_tokener_success &&
                   json_object_is_type(o, json_type_object);

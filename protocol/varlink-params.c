@@ -40,6 +40,10 @@ static int field_parse(const VarlinkField *f, json_object *v, void *out) {
                 /* json-c clamps values beyond int64 range and saturates uint64 above INT64_MAX. */
                 if (json_object_get_uint64(v) > (uint64_t) INT64_MAX && i >= 0)
                         return -EINVAL;
+                /* Below the range it clamps to INT64_MIN without a trace: that value
+                 * cannot be told apart from an overflow, so it is refused. */
+                if (i == INT64_MIN)
+                        return -EINVAL;
                 *(int64_t *) dest = i;
                 return 0;
         }

@@ -58,7 +58,10 @@ typedef struct Listener {
         VarlinkServer *server;
         int fd;
         sd_event_source *source;
+        sd_event_source *resume; /* re-enables accepting after running out of descriptors */
 } Listener;
+
+#define ACCEPT_PAUSE_USEC (100 * 1000)
 
 struct VarlinkCall {
         VarlinkConnection *conn;
@@ -552,6 +555,30 @@ static int connection_new(VarlinkServer *s, int fd) {
         return 0;
 }
 
+static int listener_on_resume(sd_event_source *es, uint64_t usec, void *userdata) {
+        Listener *l = userdata;
+        (void) es;
+        (void) usec;
+        (void) sd_event_source_set_enabled(l->source, SD_EVENT_ON);
+        return 0;
+}
+
+/* Out of descriptors or memory: the listening socket stays readable, so stop
+ * watching it for a moment instead of spinning, and keep serving the others. */
+static void listener_pause(Listener *l) {
+        int r;
+        if (!l->resume)
+                r = sd_event_add_time_relative(l->server->event, &l->resume, CLOCK_MONOTONIC, ACCEPT_PAUSE_USEC, 0,
+                                               listener_on_resume, l);
+        else {
+                r = sd_event_source_set_time_relative(l->resume, ACCEPT_PAUSE_USEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(l->resume, SD_EVENT_ONESHOT);
+        }
+        if (r >= 0)
+                (void) sd_event_source_set_enabled(l->source, SD_EVENT_OFF);
+}
+
 static int listener_on_io(sd_event_source *es, int fd, uint32_t revents, void *userdata) {
         Listener *l = userdata;
         VarlinkServer *s = l->server;
@@ -560,8 +587,11 @@ static int listener_on_io(sd_event_source *es, int fd, uint32_t revents, void *u
 
         for (;;) {
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (cfd < 0)
-                        break; /* EAGAIN, or a transient error such as EMFILE: try again on the next wakeup */
+                if (cfd < 0) {
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                                listener_pause(l);
+                        break; /* EAGAIN, or a transient error of the peer: try again on the next wakeup */
+                }
                 if (s->n_connections >= s->connections_max) {
                         safe_close(cfd); /* over the cap: refuse, the others keep being served */
                         continue;
@@ -592,6 +622,7 @@ VarlinkServer *varlink_server_free(VarlinkServer *s) {
                 connection_free(s->connections);
         for (size_t i = 0; i < s->n_listeners; i++) {
                 sd_event_source_disable_unref(s->listeners[i].source);
+                sd_event_source_disable_unref(s->listeners[i].resume);
                 safe_close(s->listeners[i].fd);
         }
         free(s->vendor);

@@ -112,6 +112,10 @@ int varlink_stream_next(VarlinkStream *s, json_object **ret) {
         json_tokener *tok = json_tokener_new_ex(s->depth_max);
         if (!tok)
                 return -ENOMEM;
+        /* json-c's strict mode (no trailing commas, comments or leading
+         * zeros; json-c 0.16 still lets single-quoted keys and NaN through,
+         * which the typed parameter checks then refuse), and valid UTF-8. */
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         json_object *o = json_tokener_parse_ex(tok, s->rbuf, (int) len);
         enum json_tokener_error e = json_tokener_get_error(tok);
         size_t used = json_tokener_get_parse_end(tok);

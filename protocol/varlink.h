@@ -130,7 +130,7 @@ int varlink_call_error_invalid_parameter(VarlinkCall *call, const char *paramete
 
 typedef enum VarlinkFieldType {
         VARLINK_FIELD_STRING, /* const char * (borrowed from the parameters object) */
-        VARLINK_FIELD_INT,    /* int64_t */
+        VARLINK_FIELD_INT,    /* int64_t; INT64_MIN is refused: json-c clamps underflow to it */
         VARLINK_FIELD_BOOL,   /* bool */
         VARLINK_FIELD_STRV,   /* json_object * array, every element checked to be a string */
 } VarlinkFieldType;
