@@ -98,8 +98,21 @@ static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userd
                 return;
         }
 
-        if (c->scopes.n == 0 && t.scope && scope_set_from_string(t.scope, &c->scopes) < 0)
-                log_warning("Credential %s: provider returned an unusable scope list, ignoring", c->name);
+        /* The scopes the provider granted are what the credential holds,
+         * whatever was asked for. */
+        if (t.scope) {
+                ScopeSet granted = {};
+                if (scope_set_from_string(t.scope, &granted) < 0)
+                        log_warning("Credential %s: provider returned an unusable scope list, ignoring", c->name);
+                else if (granted.n > 0) {
+                        if (c->scopes.n > 0 && !scope_set_equal(&granted, &c->scopes))
+                                log_notice("Credential %s: the provider granted other scopes than asked for", c->name);
+                        scope_set_done(&c->scopes);
+                        c->scopes = granted;
+                        granted = (ScopeSet) {};
+                }
+                scope_set_done(&granted);
+        }
 
         /* The refresh token the provider just rotated (or the one given) goes
          * to the store before anything else happens. */

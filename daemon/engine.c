@@ -478,9 +478,13 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 break;
         }
         token_response_done(&t);
-        if (e)
+        if (e) {
+                /* Whatever happened, a token still held must be wiped at its expiry. */
+                entry_schedule(e);
                 entry_gc(e);
+        }
         cred_kick(c);
+        manager_update_status(m);
         manager_check_stop(m);
 }
 
