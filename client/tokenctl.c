@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* client/tokenctl.c: the owner's command line tool. One verb table drives
  * both dispatch and help. Secrets come from stdin or files, never argv. */
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -148,6 +152,29 @@ static int report_error(const char *error, json_object *p, const char *name) {
         if (streq(member, "PermissionDenied")) {
                 fprintf(stderr, "tokenctl: permission denied: tokend serves another user.\n");
                 return EXIT_DENIED;
+        }
+        if (streq(member, "LoginFailed")) {
+                fprintf(stderr, "tokenctl: login failed: %s.\n", strna(json_str(p, "reason")));
+                return EXIT_FAILURE_;
+        }
+        if (streq(member, "PresetInvalid")) {
+                fprintf(stderr, "tokenctl: provider preset: %s.\n", strna(json_str(p, "reason")));
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "NoRevocationEndpoint")) {
+                fprintf(stderr, "tokenctl: the provider of '%s' has no revocation endpoint, so it was kept.\n"
+                        "Remove it here with 'tokenctl remove %s' and revoke the app's access in the provider's settings.\n",
+                        cred, cred);
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "RevocationFailed")) {
+                fprintf(stderr, "tokenctl: revoking '%s' at the provider failed: %s. It was kept; try again later.\n",
+                        cred, strna(json_str(p, "reason")));
+                return EXIT_UNAVAILABLE;
+        }
+        if (streq(member, "ExpectedMore")) {
+                fprintf(stderr, "tokenctl: tokend expected a streaming call.\n");
+                return EXIT_FAILURE_;
         }
         if (streq(member, "InvalidParameter")) {
                 fprintf(stderr, "tokenctl: tokend rejected parameter '%s'.\n", strna(json_str(p, "parameter")));
@@ -478,6 +505,183 @@ static int verb_remove(int argc, char *argv[]) {
         return r;
 }
 
+static void on_interrupt(int sig) {
+        static const char msg[] = "\ntokenctl: login cancelled.\n";
+        (void) sig;
+        /* Exiting closes the connection, which cancels the login in tokend. */
+        (void) !write(STDERR_FILENO, msg, sizeof msg - 1);
+        _exit(130);
+}
+
+static void open_browser(const char *url) {
+        extern char **environ;
+        if (!getenv("DISPLAY") && !getenv("WAYLAND_DISPLAY"))
+                return;
+        posix_spawn_file_actions_t fa;
+        pid_t pid;
+        char *argv[] = { (char *) "xdg-open", (char *) url, NULL };
+        if (posix_spawn_file_actions_init(&fa) != 0)
+                return;
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+        if (posix_spawnp(&pid, "xdg-open", &fa, NULL, argv, environ) == 0)
+                fprintf(stderr, "Opened your browser.\n");
+        posix_spawn_file_actions_destroy(&fa);
+}
+
+static int verb_login(int argc, char *argv[]) {
+        enum { ARG_PROVIDER = 0x100, ARG_TENANT, ARG_ISSUER, ARG_CLIENT_ID, ARG_SECRET_FILE, ARG_AUTH, ARG_SCOPE,
+               ARG_FLOW, ARG_INSECURE, ARG_REPLACE, ARG_NO_BROWSER };
+        static const struct option options[] = {
+                { "provider", required_argument, NULL, ARG_PROVIDER },
+                { "tenant", required_argument, NULL, ARG_TENANT },
+                { "issuer", required_argument, NULL, ARG_ISSUER },
+                { "client-id", required_argument, NULL, ARG_CLIENT_ID },
+                { "client-secret-file", required_argument, NULL, ARG_SECRET_FILE },
+                { "auth-method", required_argument, NULL, ARG_AUTH },
+                { "scope", required_argument, NULL, ARG_SCOPE },
+                { "flow", required_argument, NULL, ARG_FLOW },
+                { "insecure-loopback", no_argument, NULL, ARG_INSECURE },
+                { "replace", no_argument, NULL, ARG_REPLACE },
+                { "no-browser", no_argument, NULL, ARG_NO_BROWSER },
+                {},
+        };
+        const char *provider = NULL, *tenant = NULL, *issuer = NULL, *client_id = NULL, *secret_file = NULL,
+                   *auth = NULL, *flow = NULL;
+        bool insecure = false, replace = false, browser = true;
+        _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case ARG_PROVIDER: provider = optarg; break;
+                case ARG_TENANT: tenant = optarg; break;
+                case ARG_ISSUER: issuer = optarg; break;
+                case ARG_CLIENT_ID: client_id = optarg; break;
+                case ARG_SECRET_FILE: secret_file = optarg; break;
+                case ARG_AUTH: auth = optarg; break;
+                case ARG_SCOPE:
+                        for (char *s = optarg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
+                                json_object_array_add(scopes, json_object_new_string(tok));
+                        break;
+                case ARG_FLOW: flow = optarg; break;
+                case ARG_INSECURE: insecure = true; break;
+                case ARG_REPLACE: replace = true; break;
+                case ARG_NO_BROWSER: browser = false; break;
+                default: return EXIT_USAGE;
+                }
+        }
+        if (optind != argc - 1 || !client_id || (!provider && !issuer)) {
+                fprintf(stderr, "tokenctl login: usage: tokenctl login NAME (--provider P [--tenant T] | --issuer URL) --client-id ID\n"
+                        "       [--client-secret-file FILE] [--scope S]... [--flow device|auth-code] [--no-browser]\n"
+                        "       [--insecure-loopback] [--replace]\n");
+                return EXIT_USAGE;
+        }
+        const char *name = argv[optind];
+        char secret_path[PATH_MAX];
+        if (secret_file && !realpath(secret_file, secret_path)) {
+                fprintf(stderr, "tokenctl: cannot find %s: %m.\n", secret_file);
+                return EXIT_USAGE;
+        }
+
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "name", json_object_new_string(name));
+        if (provider)
+                json_object_object_add(p, "provider", json_object_new_string(provider));
+        if (tenant)
+                json_object_object_add(p, "tenant", json_object_new_string(tenant));
+        if (issuer)
+                json_object_object_add(p, "issuer", json_object_new_string(issuer));
+        json_object_object_add(p, "client_id", json_object_new_string(client_id));
+        if (secret_file)
+                json_object_object_add(p, "client_secret_file", json_object_new_string(secret_path));
+        if (auth)
+                json_object_object_add(p, "auth_method", json_object_new_string(auth));
+        if (json_object_array_length(scopes) > 0)
+                json_object_object_add(p, "scopes", json_object_get(scopes));
+        if (flow)
+                json_object_object_add(p, "flow", json_object_new_string(flow));
+        if (insecure)
+                json_object_object_add(p, "insecure_loopback", json_object_new_boolean(true));
+        if (replace)
+                json_object_object_add(p, "replace", json_object_new_boolean(true));
+
+        _cleanup_(varlink_client_freep) VarlinkClient *client = NULL;
+        int r = connect_daemon(&client);
+        if (r < 0) {
+                json_object_put(p);
+                return -r;
+        }
+        signal(SIGINT, on_interrupt);
+        signal(SIGTERM, on_interrupt);
+
+        bool continues = false;
+        const char *error = NULL;
+        json_object *reply = NULL;
+        r = varlink_client_call(client, "io.tokend.manager.Login", p, VARLINK_CALL_MORE, 0, &reply, &error, &continues);
+        for (;;) {
+                if (r < 0) {
+                        fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", strerror(-r));
+                        return EXIT_FAILURE_;
+                }
+                if (error) {
+                        int e = report_error(error, reply, name);
+                        json_object_put(reply);
+                        return e;
+                }
+                const char *event = strempty(json_str(reply, "event"));
+                if (arg_json) {
+                        printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+                        fflush(stdout);
+                }
+                if (streq(event, "device-code") && !arg_json) {
+                        fprintf(stderr, "To log in, open %s\nand enter the code: %s\n", strna(json_str(reply, "verification_uri")),
+                                strna(json_str(reply, "user_code")));
+                        if (json_str(reply, "verification_uri_complete"))
+                                fprintf(stderr, "(or open %s)\n", json_str(reply, "verification_uri_complete"));
+                        fprintf(stderr, "Waiting for you to finish in the browser (Ctrl-C cancels)...\n");
+                } else if (streq(event, "authorize")) {
+                        const char *url = strna(json_str(reply, "authorization_url"));
+                        if (browser)
+                                open_browser(url);
+                        if (!arg_json)
+                                fprintf(stderr, "To log in, open this URL in a browser on this machine:\n  %s\n"
+                                        "Waiting for the redirect (Ctrl-C cancels)...\n", url);
+                } else if (streq(event, "done")) {
+                        json_object *cred = NULL, *s = NULL;
+                        json_object_object_get_ex(reply, "credential", &cred);
+                        json_object_object_get_ex(cred, "scopes", &s);
+                        fprintf(stderr, "Logged in: credential '%s' (scopes: ", name);
+                        print_scopes(stderr, s);
+                        fprintf(stderr, ").\n");
+                }
+                json_object_put(reply);
+                reply = NULL;
+                if (!continues)
+                        return EXIT_OK;
+                r = varlink_client_next(client, 0, &reply, &error, &continues);
+        }
+}
+
+static int verb_revoke(int argc, char *argv[]) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        if (argc != 2) {
+                fprintf(stderr, "tokenctl revoke: usage: tokenctl revoke NAME\n");
+                return EXIT_USAGE;
+        }
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "name", json_object_new_string(argv[1]));
+        int r = call("io.tokend.manager.RevokeCredential", p, &reply, argv[1]);
+        if (r == EXIT_OK)
+                fprintf(stderr, "Revoked '%s' at the provider and removed it.\n", argv[1]);
+        return r;
+}
+
 static int verb_help(int argc, char *argv[]);
 
 static const Verb verbs[] = {
@@ -485,7 +689,10 @@ static const Verb verbs[] = {
           "Add a credential; the refresh token is read from standard input", verb_add },
         { "list", "", "List credentials, their state and cached tokens", verb_list },
         { "token", "NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]", "Print an access token", verb_token },
-        { "remove", "NAME", "Remove a credential and its secrets", verb_remove },
+        { "login", "NAME (--provider P [--tenant T] | --issuer URL) --client-id ID [--client-secret-file F] [--scope S]... [--flow device|auth-code]",
+          "Log in at a provider (device flow or browser); tokend keeps the credential", verb_login },
+        { "revoke", "NAME", "Revoke a credential at the provider, then remove it", verb_revoke },
+        { "remove", "NAME", "Remove a credential and its secrets (local only)", verb_remove },
         { "help", "", "Show this help", verb_help },
         {},
 };

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/api-manager.c: io.tokend.manager, the owner's interface. */
+#include <stdio.h>
+
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
+#include "discovery.h"
 #include "engine.h"
+#include "login.h"
 #include "varlink-idl.h"
 
 #define ERR_EXISTS "io.tokend.manager.CredentialExists"
@@ -23,7 +27,7 @@ struct AddOperation {
         Credential *cred;
         bool replace;
         HttpRequest *req;
-        char *fallback_url; /* RFC 8414 discovery, tried when OIDC discovery fails */
+        Discovery *discovery;
 };
 
 static json_object *params_kv(const char *k1, const char *v1, const char *k2, const char *v2) {
@@ -46,8 +50,8 @@ static AddOperation *add_free(AddOperation *op) {
         if (op->next)
                 op->next->prev = op->prev;
         op->req = http_request_cancel(op->req);
+        op->discovery = discovery_cancel(op->discovery);
         credential_free(op->cred);
-        free(op->fallback_url);
         free(op);
         return NULL;
 }
@@ -72,7 +76,6 @@ static void add_on_cancel(VarlinkCall *call, void *userdata) {
 
 static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userdata) {
         AddOperation *op = userdata;
-        Manager *m = op->manager;
         Credential *c = op->cred;
         TokenResponse t = {};
         OAuthError err = {};
@@ -98,53 +101,16 @@ static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userd
                 return;
         }
 
-        /* The scopes the provider granted are what the credential holds,
-         * whatever was asked for. */
-        if (t.scope) {
-                ScopeSet granted = {};
-                if (scope_set_from_string(t.scope, &granted) < 0)
-                        log_warning("Credential %s: provider returned an unusable scope list, ignoring", c->name);
-                else if (granted.n > 0) {
-                        if (c->scopes.n > 0 && !scope_set_equal(&granted, &c->scopes))
-                                log_notice("Credential %s: the provider granted other scopes than asked for", c->name);
-                        scope_set_done(&c->scopes);
-                        c->scopes = granted;
-                        granted = (ScopeSet) {};
-                }
-                scope_set_done(&granted);
-        }
-
-        /* The refresh token the provider just rotated (or the one given) goes
-         * to the store before anything else happens. */
-        if (t.refresh_token) {
-                erase_and_free(c->refresh_token);
-                c->refresh_token = TAKE_PTR(t.refresh_token);
-        }
-        r = store_save(m->store, c->name, SECRET_REFRESH_TOKEN, c->refresh_token);
-        if (r >= 0)
-                r = c->client_secret ? store_save(m->store, c->name, SECRET_CLIENT_SECRET, c->client_secret)
-                                     : store_remove(m->store, c->name, SECRET_CLIENT_SECRET);
+        const char *reason = NULL;
+        r = credential_commit(c, &t, &reason);
+        token_response_done(&t);
         if (r < 0) {
-                log_error_errno(r, "Adding credential %s: cannot save its secrets in the %s store: %m", c->name,
-                                store_name(m->store));
-                token_response_done(&t);
-                add_finish(op, ERR_STORE, params_kv("reason", strerror(-r), NULL, NULL));
+                add_finish(op, ERR_STORE, params_kv("reason", reason, NULL, NULL));
                 return;
         }
-
-        Credential *old = manager_find_credential(m, c->name);
-        if (old) {
-                credential_unlink(old);
-                credential_free(old);
-        }
-        credential_link(m, TAKE_PTR(op->cred));
-        (void) manager_save_state(m);
-        if (engine_seed(c, &t) < 0)
-                log_warning("Credential %s: cannot cache its first token, ignoring", c->name);
-        token_response_done(&t);
+        op->cred = NULL; /* now the manager's */
 
         log_info("Credential %s added (client %s, %zu scopes)", c->name, c->client_id, c->scopes.n);
-        manager_update_status(m);
         json_object *p = json_object_new_object();
         if (p)
                 json_object_object_add(p, "credential", credential_to_json(c, false));
@@ -158,37 +124,23 @@ static void add_check(AddOperation *op) {
                 add_finish(op, ERR_UNAVAILABLE, params_kv("reason", "cannot start the refresh", NULL, NULL));
 }
 
-static void add_on_discovery(HttpRequest *req, const HttpResponse *resp, void *userdata) {
+static void add_on_discovery(DiscoveryDocument *d, const char *reason, void *userdata) {
         AddOperation *op = userdata;
         Credential *c = op->cred;
-        DiscoveryDocument d = {};
-        const char *reason = NULL;
-        (void) req;
 
-        op->req = NULL;
-        if (resp->status == 200 && oauth_parse_discovery(resp->body, resp->body_len, c->issuer, &d, &reason) >= 0) {
-                if (oauth_check_url(d.token_endpoint, c->insecure_loopback, &reason) < 0) {
-                        discovery_document_done(&d);
-                        add_finish(op, ERR_URL, params_kv("field", "token_endpoint", "reason", reason));
-                        return;
-                }
-                c->token_endpoint = TAKE_PTR(d.token_endpoint);
-                if (d.revocation_endpoint && oauth_check_url(d.revocation_endpoint, c->insecure_loopback, &reason) >= 0)
-                        c->revocation_endpoint = TAKE_PTR(d.revocation_endpoint);
-                discovery_document_done(&d);
-                add_check(op);
+        op->discovery = NULL;
+        if (!d) {
+                add_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", reason));
                 return;
         }
-
-        if (op->fallback_url) {
-                _cleanup_free_ char *url = TAKE_PTR(op->fallback_url);
-                if (http_get(op->manager->http, url, add_on_discovery, op, &op->req) >= 0)
-                        return;
+        if (oauth_check_url(d->token_endpoint, c->insecure_loopback, &reason) < 0) {
+                add_finish(op, ERR_URL, params_kv("field", "token_endpoint", "reason", reason));
+                return;
         }
-        if (!reason)
-                reason = resp->curl_error ?: (resp->status == 200 ? "malformed discovery document"
-                                                                  : "no discovery document at the issuer");
-        add_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", reason));
+        c->token_endpoint = TAKE_PTR(d->token_endpoint);
+        if (d->revocation_endpoint && oauth_check_url(d->revocation_endpoint, c->insecure_loopback, &reason) >= 0)
+                c->revocation_endpoint = TAKE_PTR(d->revocation_endpoint);
+        add_check(op);
 }
 
 typedef struct AddParams {
@@ -253,9 +205,8 @@ static int manager_add_credential(VarlinkCall *call, json_object *parameters, Va
 
         if (manager_find_credential(m, p.name) && !p.replace)
                 return varlink_call_error(call, ERR_EXISTS, params_kv("name", p.name, NULL, NULL));
-        for (AddOperation *i = m->adds; i; i = i->next)
-                if (streq(i->cred->name, p.name))
-                        return varlink_call_error(call, ERR_EXISTS, params_kv("name", p.name, NULL, NULL));
+        if (manager_name_busy(m, p.name))
+                return varlink_call_error(call, ERR_EXISTS, params_kv("name", p.name, NULL, NULL));
         if (!manager_find_credential(m, p.name) && m->n_credentials >= CREDENTIALS_MAX)
                 return varlink_call_error(call, ERR_STORE, params_kv("reason", "too many credentials", NULL, NULL));
 
@@ -297,13 +248,24 @@ static int manager_add_credential(VarlinkCall *call, json_object *parameters, Va
                 return 0;
         }
 
-        _cleanup_free_ char *oidc = NULL;
-        r = oauth_discovery_urls(c->issuer, &oidc, &op->fallback_url);
-        if (r >= 0)
-                r = http_get(m->http, oidc, add_on_discovery, op, &op->req);
+        r = discovery_start(m->http, c->issuer, add_on_discovery, op, &op->discovery);
         if (r < 0)
                 add_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", "cannot start discovery"));
         return 0;
+}
+
+/* Removes a credential and its secrets; shared by RemoveCredential and RevokeCredential. */
+static void manager_remove(Manager *m, Credential *c) {
+        for (int k = 0; k < _SECRET_KIND_MAX; k++) {
+                int r = store_remove(m->store, c->name, (SecretKind) k);
+                if (r < 0)
+                        log_warning_errno(r, "Credential %s: cannot remove its %s from the store, ignoring: %m",
+                                          c->name, secret_kind_to_string((SecretKind) k));
+        }
+        credential_unlink(c);
+        credential_free(c);
+        (void) manager_save_state(m);
+        manager_update_status(m);
 }
 
 static int manager_remove_credential(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags,
@@ -322,17 +284,8 @@ static int manager_remove_credential(VarlinkCall *call, json_object *parameters,
         if (!c)
                 return varlink_call_error(call, ERR_NO_SUCH, params_kv("name", name, NULL, NULL));
 
-        for (int k = 0; k < _SECRET_KIND_MAX; k++) {
-                int r = store_remove(m->store, c->name, (SecretKind) k);
-                if (r < 0)
-                        log_warning_errno(r, "Credential %s: cannot remove its %s from the store, ignoring: %m",
-                                          c->name, secret_kind_to_string((SecretKind) k));
-        }
         log_info("Credential %s removed", c->name);
-        credential_unlink(c);
-        credential_free(c);
-        (void) manager_save_state(m);
-        manager_update_status(m);
+        manager_remove(m, c);
         return varlink_call_reply(call, NULL);
 }
 
@@ -360,8 +313,139 @@ static int manager_list_credentials(VarlinkCall *call, json_object *parameters, 
         return varlink_call_reply(call, p);
 }
 
+struct RevokeOperation {
+        Manager *manager;
+        RevokeOperation *prev, *next;
+        VarlinkCall *call;
+        char *name;
+        HttpRequest *req;
+};
+
+bool manager_name_busy(Manager *m, const char *name) {
+        for (AddOperation *i = m->adds; i; i = i->next)
+                if (i->cred && streq(i->cred->name, name))
+                        return true;
+        for (RevokeOperation *i = m->revokes; i; i = i->next)
+                if (streq(i->name, name))
+                        return true;
+        return login_name_busy(m, name);
+}
+
+static int manager_login(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        (void) flags;
+        return login_start(userdata, call, parameters);
+}
+
+/* ---- RevokeCredential ---- */
+
+
+static void revoke_free(RevokeOperation *op) {
+        Manager *m = op->manager;
+        if (op->prev)
+                op->prev->next = op->next;
+        else
+                m->revokes = op->next;
+        if (op->next)
+                op->next->prev = op->prev;
+        http_request_cancel(op->req);
+        free(op->name);
+        free(op);
+}
+
+static void revoke_on_cancel(VarlinkCall *call, void *userdata) {
+        RevokeOperation *op = userdata;
+        (void) call;
+        revoke_free(op);
+}
+
+static void revoke_on_done(HttpRequest *req, const HttpResponse *resp, void *userdata) {
+        RevokeOperation *op = userdata;
+        Manager *m = op->manager;
+        VarlinkCall *call = TAKE_PTR(op->call);
+        (void) req;
+
+        op->req = NULL;
+        varlink_call_set_cancel(call, NULL, NULL);
+        Credential *c = manager_find_credential(m, op->name);
+        /* RFC 7009 2.2: 200 means revoked (or the token was already invalid). */
+        if (resp->status == 200) {
+                if (c) {
+                        log_info("Credential %s revoked at the provider and removed", c->name);
+                        manager_remove(m, c);
+                }
+                revoke_free(op);
+                varlink_call_reply(call, NULL);
+                return;
+        }
+        char reason[300];
+        if (resp->curl_error)
+                snprintf(reason, sizeof reason, "%s", resp->curl_error);
+        else {
+                TokenResponse t = {};
+                OAuthError err = {};
+                (void) oauth_parse_token_response(resp->status, resp->body, resp->body_len, &t, &err);
+                token_response_done(&t);
+                snprintf(reason, sizeof reason, "the provider answered HTTP %ld (%s)", resp->status, err.code);
+        }
+        log_warning("Credential %s: revocation failed, keeping it: %s", op->name, reason);
+        json_object *p = params_kv("name", op->name, "reason", reason);
+        revoke_free(op);
+        varlink_call_error(call, "io.tokend.manager.RevocationFailed", p);
+}
+
+static int manager_revoke_credential(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags,
+                                     void *userdata) {
+        static const VarlinkField fields[] = {
+                { "name", VARLINK_FIELD_STRING, 0, VARLINK_FIELD_REQUIRED, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
+                {},
+        };
+        Manager *m = userdata;
+        const char *name = NULL, *bad = NULL;
+        (void) flags;
+
+        if (varlink_parse_parameters(parameters, fields, &name, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad);
+        Credential *c = manager_find_credential(m, name);
+        if (!c)
+                return varlink_call_error(call, ERR_NO_SUCH, params_kv("name", name, NULL, NULL));
+        if (manager_name_busy(m, name))
+                return varlink_call_error(call, ERR_EXISTS, params_kv("name", name, NULL, NULL));
+        if (!c->revocation_endpoint)
+                return varlink_call_error(call, "io.tokend.manager.NoRevocationEndpoint",
+                                          params_kv("name", name, NULL, NULL));
+
+        RevokeOperation *op = calloc(1, sizeof *op);
+        if (!op || !(op->name = strdup(name))) {
+                free(op);
+                return -ENOMEM;
+        }
+        op->manager = m;
+        op->next = m->revokes;
+        if (op->next)
+                op->next->prev = op;
+        m->revokes = op;
+
+        /* The refresh token: revoking it ends the whole grant (RFC 7009 2.1). */
+        _cleanup_erase_ char *body = oauth_revocation_body(c->refresh_token, "refresh_token", c->auth_method,
+                                                           c->client_id, c->client_secret);
+        _cleanup_erase_ char *auth = c->auth_method == OAUTH_AUTH_CLIENT_SECRET_BASIC
+                                             ? oauth_basic_authorization(c->client_id, c->client_secret)
+                                             : NULL;
+        int r = -ENOMEM;
+        if (!body || (c->auth_method == OAUTH_AUTH_CLIENT_SECRET_BASIC && !auth) ||
+            (r = http_post_form(m->http, c->revocation_endpoint, body, auth, revoke_on_done, op, &op->req)) < 0) {
+                revoke_free(op);
+                return r;
+        }
+        op->call = call;
+        varlink_call_set_cancel(call, revoke_on_cancel, op);
+        return 0;
+}
+
 static const VarlinkMethod manager_methods[] = {
         { "AddCredential", manager_add_credential, 0 },
+        { "Login", manager_login, VARLINK_METHOD_REQUIRES_MORE },
+        { "RevokeCredential", manager_revoke_credential, 0 },
         { "RemoveCredential", manager_remove_credential, 0 },
         { "ListCredentials", manager_list_credentials, 0 },
         {},

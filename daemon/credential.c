@@ -212,3 +212,59 @@ fail:
         credential_free(c);
         return r;
 }
+
+int credential_commit(Credential *c, TokenResponse *t, const char **ret_reason) {
+        Manager *m = c->manager;
+        int r;
+
+        /* The scopes the provider granted are what the credential holds,
+         * whatever was asked for. */
+        if (t->scope) {
+                ScopeSet granted = {};
+                if (scope_set_from_string(t->scope, &granted) < 0)
+                        log_warning("Credential %s: provider returned an unusable scope list, ignoring", c->name);
+                else if (granted.n > 0) {
+                        if (c->scopes.n > 0 && !scope_set_equal(&granted, &c->scopes))
+                                log_notice("Credential %s: the provider granted other scopes than asked for", c->name);
+                        scope_set_done(&c->scopes);
+                        c->scopes = granted;
+                        granted = (ScopeSet) {};
+                }
+                scope_set_done(&granted);
+        }
+
+        /* The refresh token the provider just issued or rotated goes to the
+         * store before anything else happens. */
+        if (t->refresh_token) {
+                erase_and_free(c->refresh_token);
+                c->refresh_token = TAKE_PTR(t->refresh_token);
+        }
+        if (!c->refresh_token) {
+                *ret_reason = "the provider issued no refresh token";
+                return -ENOKEY;
+        }
+        r = store_save(m->store, c->name, SECRET_REFRESH_TOKEN, c->refresh_token);
+        if (r >= 0)
+                r = c->client_secret ? store_save(m->store, c->name, SECRET_CLIENT_SECRET, c->client_secret)
+                                     : store_remove(m->store, c->name, SECRET_CLIENT_SECRET);
+        if (r < 0) {
+                log_error_errno(r, "Credential %s: cannot save its secrets in the %s store: %m", c->name,
+                                store_name(m->store));
+                *ret_reason = "cannot save secrets in the store";
+                return r;
+        }
+
+        Credential *old = manager_find_credential(m, c->name);
+        if (old) {
+                credential_unlink(old);
+                credential_free(old);
+        }
+        c->state = CREDENTIAL_OK;
+        c->last_error = mfree(c->last_error);
+        credential_link(m, c);
+        (void) manager_save_state(m);
+        if (engine_seed(c, t) < 0)
+                log_warning("Credential %s: cannot cache its first token, ignoring", c->name);
+        manager_update_status(m);
+        return 0;
+}

@@ -66,6 +66,14 @@ void credential_link(Manager *m, Credential *c);
 void credential_unlink(Credential *c);
 void credential_set_last_error(Credential *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Makes a freshly obtained credential (from AddCredential or a login) the
+ * manager's: adopts the scopes the provider granted and a rotated refresh
+ * token, saves the secrets in the store first, replaces a credential of the
+ * same name, persists the metadata and caches the access token. On failure
+ * (-errno, *ret_reason set) nothing changed and the caller still owns `c`;
+ * on success the manager owns it. */
+int credential_commit(Credential *c, TokenResponse *t, const char **ret_reason);
+
 /* Metadata, without secrets, for the state file and for ListCredentials. */
 json_object *credential_to_json(Credential *c, bool for_state_file);
 int credential_from_json(Manager *m, json_object *o, Credential **ret);

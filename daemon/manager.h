@@ -14,6 +14,8 @@
 
 typedef struct Credential Credential;
 typedef struct AddOperation AddOperation;
+typedef struct LoginOperation LoginOperation;
+typedef struct RevokeOperation RevokeOperation;
 
 #define CREDENTIALS_MAX 256U
 
@@ -34,6 +36,8 @@ typedef struct Manager {
         Credential *credentials;
         unsigned n_credentials;
         AddOperation *adds;
+        LoginOperation *logins;
+        RevokeOperation *revokes;
 
         char *state_dir;
         char *socket_path; /* set when we bound it ourselves */
@@ -59,6 +63,8 @@ void manager_check_stop(Manager *m);
 void manager_update_status(Manager *m);
 
 Credential *manager_find_credential(Manager *m, const char *name);
+/* An add, login or revocation of this credential name is in progress. */
+bool manager_name_busy(Manager *m, const char *name);
 /* Persists non-secret credential metadata atomically. Logs on failure. */
 int manager_save_state(Manager *m);
 

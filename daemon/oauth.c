@@ -199,8 +199,7 @@ char *oauth_form_encode(const char *s) {
         return r;
 }
 
-/* Appends "&key=encoded(value)" (no & for the first) to a secret buffer. */
-static int form_append(char **buf, size_t *len, const char *key, const char *value) {
+int oauth_form_add(char **buf, size_t *len, const char *key, const char *value) {
         _cleanup_erase_ char *enc = oauth_form_encode(value);
         if (!enc)
                 return -ENOMEM;
@@ -220,17 +219,17 @@ char *oauth_refresh_body(const char *refresh_token, const char *scope, const cha
         _cleanup_erase_ char *b = NULL;
         size_t len = 0;
 
-        if (form_append(&b, &len, "grant_type", "refresh_token") < 0 ||
-            form_append(&b, &len, "refresh_token", refresh_token) < 0)
+        if (oauth_form_add(&b, &len, "grant_type", "refresh_token") < 0 ||
+            oauth_form_add(&b, &len, "refresh_token", refresh_token) < 0)
                 return NULL;
-        if (scope && form_append(&b, &len, "scope", scope) < 0)
+        if (scope && oauth_form_add(&b, &len, "scope", scope) < 0)
                 return NULL;
-        if (resource && form_append(&b, &len, "resource", resource) < 0)
+        if (resource && oauth_form_add(&b, &len, "resource", resource) < 0)
                 return NULL;
-        if (method != OAUTH_AUTH_CLIENT_SECRET_BASIC && form_append(&b, &len, "client_id", client_id) < 0)
+        if (method != OAUTH_AUTH_CLIENT_SECRET_BASIC && oauth_form_add(&b, &len, "client_id", client_id) < 0)
                 return NULL;
         if (method == OAUTH_AUTH_CLIENT_SECRET_POST && client_secret &&
-            form_append(&b, &len, "client_secret", client_secret) < 0)
+            oauth_form_add(&b, &len, "client_secret", client_secret) < 0)
                 return NULL;
         return TAKE_PTR(b);
 }
@@ -405,5 +404,280 @@ int oauth_check_url(const char *url, bool allow_insecure_loopback, const char **
                 *ret_reason = "plain http to loopback needs the insecure-loopback opt-in";
                 return -EINVAL;
         }
+        return 0;
+}
+
+/* Adds client_id / client_secret to a form body as the auth method wants;
+ * for client_secret_basic, they go in the Authorization header instead. */
+static int form_add_client(char **b, size_t *len, OAuthAuthMethod method, const char *client_id,
+                           const char *client_secret) {
+        if (method != OAUTH_AUTH_CLIENT_SECRET_BASIC && oauth_form_add(b, len, "client_id", client_id) < 0)
+                return -ENOMEM;
+        if (method == OAUTH_AUTH_CLIENT_SECRET_POST && client_secret &&
+            oauth_form_add(b, len, "client_secret", client_secret) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+char *oauth_device_authorization_body(const char *scope, OAuthAuthMethod method, const char *client_id,
+                                      const char *client_secret) {
+        _cleanup_erase_ char *b = NULL;
+        size_t len = 0;
+        if ((scope && oauth_form_add(&b, &len, "scope", scope) < 0) ||
+            form_add_client(&b, &len, method, client_id, client_secret) < 0)
+                return NULL;
+        /* A public client with no scope still needs a non-empty body. */
+        if (!b && oauth_form_add(&b, &len, "client_id", client_id) < 0)
+                return NULL;
+        return TAKE_PTR(b);
+}
+
+char *oauth_device_token_body(const char *device_code, OAuthAuthMethod method, const char *client_id,
+                              const char *client_secret) {
+        _cleanup_erase_ char *b = NULL;
+        size_t len = 0;
+        if (oauth_form_add(&b, &len, "grant_type", "urn:ietf:params:oauth:grant-type:device_code") < 0 ||
+            oauth_form_add(&b, &len, "device_code", device_code) < 0 ||
+            form_add_client(&b, &len, method, client_id, client_secret) < 0)
+                return NULL;
+        return TAKE_PTR(b);
+}
+
+char *oauth_code_token_body(const char *code, const char *redirect_uri, const char *verifier, OAuthAuthMethod method,
+                            const char *client_id, const char *client_secret) {
+        _cleanup_erase_ char *b = NULL;
+        size_t len = 0;
+        if (oauth_form_add(&b, &len, "grant_type", "authorization_code") < 0 ||
+            oauth_form_add(&b, &len, "code", code) < 0 ||
+            oauth_form_add(&b, &len, "redirect_uri", redirect_uri) < 0 ||
+            oauth_form_add(&b, &len, "code_verifier", verifier) < 0 ||
+            form_add_client(&b, &len, method, client_id, client_secret) < 0)
+                return NULL;
+        return TAKE_PTR(b);
+}
+
+char *oauth_revocation_body(const char *token, const char *hint, OAuthAuthMethod method, const char *client_id,
+                            const char *client_secret) {
+        _cleanup_erase_ char *b = NULL;
+        size_t len = 0;
+        if (oauth_form_add(&b, &len, "token", token) < 0 || (hint && oauth_form_add(&b, &len, "token_type_hint", hint) < 0) ||
+            form_add_client(&b, &len, method, client_id, client_secret) < 0)
+                return NULL;
+        return TAKE_PTR(b);
+}
+
+void device_authorization_done(DeviceAuthorization *d) {
+        d->device_code = erase_and_free(d->device_code);
+        free(d->user_code);
+        free(d->verification_uri);
+        free(d->verification_uri_complete);
+        *d = (DeviceAuthorization) {};
+}
+
+OAuthOutcome oauth_parse_device_authorization(long status, const char *body, size_t len, DeviceAuthorization *ret,
+                                              OAuthError *ret_error) {
+        _cleanup_(json_object_put_erasep) json_object *o = NULL;
+        char buf[64];
+
+        if (status == 0)
+                return set_error(ret_error, OAUTH_TRANSIENT, "network_error", NULL);
+        if (status == 429 || status >= 500) {
+                snprintf(buf, sizeof buf, "http_%ld", status);
+                return set_error(ret_error, OAUTH_TRANSIENT, buf, NULL);
+        }
+        o = parse_json_object(body, len);
+        if (status != 200) {
+                const char *code = o ? get_string(o, "error", 64) : NULL;
+                const char *desc = o ? get_string(o, "error_description", 1024) : NULL;
+                if (!code) {
+                        snprintf(buf, sizeof buf, "http_%ld", status);
+                        return set_error(ret_error, OAUTH_REFUSED, buf, NULL);
+                }
+                if (streq(code, "invalid_client") || streq(code, "unauthorized_client"))
+                        return set_error(ret_error, OAUTH_INVALID_CLIENT, code, desc);
+                if (streq(code, "invalid_scope"))
+                        return set_error(ret_error, OAUTH_INVALID_SCOPE, code, desc);
+                return set_error(ret_error, OAUTH_REFUSED, code, desc);
+        }
+        if (!o)
+                return set_error(ret_error, OAUTH_REFUSED, "malformed_response", "not a JSON object");
+
+        const char *dc = get_string(o, "device_code", 4096);
+        const char *uc = get_string(o, "user_code", 64);
+        /* RFC 8628 says verification_uri; Google sends verification_url. */
+        const char *vu = get_string(o, "verification_uri", OAUTH_URL_MAX) ?: get_string(o, "verification_url", OAUTH_URL_MAX);
+        const char *vuc = get_string(o, "verification_uri_complete", OAUTH_URL_MAX);
+        if (!dc || !uc || !vu || !token_chars_ok(dc) || !token_chars_ok(uc) || !token_chars_ok(vu) ||
+            (vuc && !token_chars_ok(vuc)))
+                return set_error(ret_error, OAUTH_REFUSED, "malformed_response",
+                                 "device_code, user_code or verification_uri missing or unusable");
+
+        json_object *v;
+        int64_t expires_in = 600, interval = 5;
+        if (json_object_object_get_ex(o, "expires_in", &v) && json_object_is_type(v, json_type_int))
+                expires_in = json_object_get_int64(v);
+        if (json_object_object_get_ex(o, "interval", &v) && json_object_is_type(v, json_type_int))
+                interval = json_object_get_int64(v);
+        if (expires_in <= 0 || expires_in > 24 * 3600 || interval < 0 || interval > 3600)
+                return set_error(ret_error, OAUTH_REFUSED, "malformed_response", "expires_in or interval out of range");
+        if (interval == 0)
+                interval = 5;
+
+        DeviceAuthorization d = { .expires_in = expires_in, .interval = interval };
+        d.device_code = secret_strdup(dc);
+        d.user_code = strdup(uc);
+        d.verification_uri = strdup(vu);
+        d.verification_uri_complete = vuc ? strdup(vuc) : NULL;
+        if (!d.device_code || !d.user_code || !d.verification_uri || (vuc && !d.verification_uri_complete)) {
+                device_authorization_done(&d);
+                return set_error(ret_error, OAUTH_TRANSIENT, "out_of_memory", NULL);
+        }
+        *ret = d;
+        return OAUTH_OK;
+}
+
+static char *base64url(const unsigned char *data, size_t len) {
+        size_t n = 4 * ((len + 2) / 3) + 1;
+        char *r = malloc(n);
+        if (!r)
+                return NULL;
+        EVP_EncodeBlock((unsigned char *) r, data, (int) len);
+        /* To the URL-safe alphabet, without padding (RFC 7636 appendix A). */
+        for (char *p = r; *p; p++) {
+                if (*p == '+')
+                        *p = '-';
+                else if (*p == '/')
+                        *p = '_';
+                else if (*p == '=') {
+                        *p = 0;
+                        break;
+                }
+        }
+        return r;
+}
+
+char *oauth_random_token(size_t bytes) {
+        unsigned char buf[64];
+        if (bytes == 0 || bytes > sizeof buf || random_bytes(buf, bytes) < 0)
+                return NULL;
+        char *r = base64url(buf, bytes);
+        explicit_bzero(buf, sizeof buf);
+        return r;
+}
+
+int oauth_pkce_pair(char **ret_verifier, char **ret_challenge) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+
+        /* 32 random bytes: a 43-character verifier, the RFC 7636 minimum, with 256 bits of entropy. */
+        _cleanup_erase_ char *verifier = oauth_random_token(32);
+        if (!verifier)
+                return -ENOMEM;
+        if (!EVP_Digest(verifier, strlen(verifier), md, &mdlen, EVP_sha256(), NULL))
+                return -EIO;
+        char *challenge = base64url(md, mdlen);
+        if (!challenge)
+                return -ENOMEM;
+        *ret_verifier = TAKE_PTR(verifier);
+        *ret_challenge = challenge;
+        return 0;
+}
+
+char *oauth_authorization_url(const char *endpoint, const char *const *params) {
+        _cleanup_free_ char *q = NULL;
+        size_t len = 0;
+        for (size_t i = 0; params[i] && params[i + 1]; i += 2)
+                if (oauth_form_add(&q, &len, params[i], params[i + 1]) < 0)
+                        return NULL;
+        char *r = NULL;
+        if (asprintf(&r, "%s%s%s", endpoint, strchr(endpoint, '?') ? "&" : "?", strempty(q)) < 0)
+                return NULL;
+        return r;
+}
+
+static int hexval(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Decodes a form-urlencoded component; refuses NULs, control characters and bad escapes. */
+static char *form_decode(const char *s, size_t n) {
+        char *r = malloc(n + 1), *p = r;
+        if (!r)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                int c = (unsigned char) s[i];
+                if (c == '+')
+                        c = ' ';
+                else if (c == '%') {
+                        int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
+                        int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+                        if (hi < 0 || lo < 0) {
+                                erase_and_free(r);
+                                return NULL;
+                        }
+                        c = hi * 16 + lo;
+                        i += 2;
+                }
+                if (c < 0x20 || c == 0x7f) {
+                        erase_and_free(r);
+                        return NULL;
+                }
+                *p++ = (char) c;
+        }
+        *p = 0;
+        return r;
+}
+
+void callback_params_done(CallbackParams *p) {
+        p->code = erase_and_free(p->code);
+        p->state = erase_and_free(p->state);
+        free(p->error);
+        free(p->error_description);
+        p->error = p->error_description = NULL;
+}
+
+int oauth_parse_callback_query(const char *query, CallbackParams *ret) {
+        CallbackParams p = {};
+        const char *s = query;
+
+        if (strlen(query) > 8192)
+                return -E2BIG;
+        while (*s) {
+                size_t n = strcspn(s, "&");
+                const char *eq = memchr(s, '=', n);
+                if (eq) {
+                        size_t kl = (size_t) (eq - s);
+                        char **slot = NULL;
+                        if (kl == 4 && strncmp(s, "code", 4) == 0)
+                                slot = &p.code;
+                        else if (kl == 5 && strncmp(s, "state", 5) == 0)
+                                slot = &p.state;
+                        else if (kl == 5 && strncmp(s, "error", 5) == 0)
+                                slot = &p.error;
+                        else if (kl == 17 && strncmp(s, "error_description", 17) == 0)
+                                slot = &p.error_description;
+                        if (slot) {
+                                if (*slot) { /* a repeated parameter is an attack or a bug */
+                                        callback_params_done(&p);
+                                        return -EBADMSG;
+                                }
+                                *slot = form_decode(eq + 1, n - kl - 1);
+                                if (!*slot) {
+                                        callback_params_done(&p);
+                                        return -EBADMSG;
+                                }
+                        }
+                }
+                s += n;
+                if (*s == '&')
+                        s++;
+        }
+        *ret = p;
         return 0;
 }

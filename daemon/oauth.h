@@ -61,6 +61,56 @@ OAuthOutcome oauth_parse_token_response(long status, const char *body, size_t le
 char *oauth_refresh_body(const char *refresh_token, const char *scope, const char *resource,
                          OAuthAuthMethod method, const char *client_id, const char *client_secret);
 
+/* Appends "&key=form-encoded(value)" ("key=..." when empty) to a secret buffer. */
+int oauth_form_add(char **buf, size_t *len, const char *key, const char *value);
+
+/* Form bodies for the device authorization request, the device_code grant,
+ * the authorization_code grant (with the PKCE verifier) and RFC 7009
+ * revocation. Client credentials are added per the auth method (for
+ * client_secret_basic they go in the Authorization header instead). Each
+ * returns a secret string, or NULL when out of memory. */
+char *oauth_device_authorization_body(const char *scope, OAuthAuthMethod method, const char *client_id,
+                                      const char *client_secret);
+char *oauth_device_token_body(const char *device_code, OAuthAuthMethod method, const char *client_id,
+                              const char *client_secret);
+char *oauth_code_token_body(const char *code, const char *redirect_uri, const char *verifier, OAuthAuthMethod method,
+                            const char *client_id, const char *client_secret);
+char *oauth_revocation_body(const char *token, const char *hint, OAuthAuthMethod method, const char *client_id,
+                            const char *client_secret);
+
+/* RFC 8628 device authorization response. */
+typedef struct DeviceAuthorization {
+        char *device_code; /* secret */
+        char *user_code;
+        char *verification_uri;
+        char *verification_uri_complete; /* may be NULL */
+        int64_t expires_in;
+        int64_t interval;
+} DeviceAuthorization;
+
+void device_authorization_done(DeviceAuthorization *d);
+OAuthOutcome oauth_parse_device_authorization(long status, const char *body, size_t len, DeviceAuthorization *ret,
+                                              OAuthError *ret_error);
+
+/* `bytes` random bytes, base64url without padding (state values, verifiers). Secret. */
+char *oauth_random_token(size_t bytes);
+/* A PKCE S256 pair (RFC 7636): a random verifier (secret) and its challenge. */
+int oauth_pkce_pair(char **ret_verifier, char **ret_challenge);
+/* endpoint + "?" (or "&") + form-encoded key/value pairs from a NULL-terminated list. */
+char *oauth_authorization_url(const char *endpoint, const char *const *params);
+
+/* Parameters of the redirect to the loopback listener. */
+typedef struct CallbackParams {
+        char *code;  /* secret */
+        char *state; /* secret */
+        char *error;
+        char *error_description;
+} CallbackParams;
+
+void callback_params_done(CallbackParams *p);
+/* Parses a query string; a repeated parameter or a bad escape is -EBADMSG. */
+int oauth_parse_callback_query(const char *query, CallbackParams *ret);
+
 /* Builds an Authorization header value for client_secret_basic (RFC 6749
  * 2.3.1: form-urlencode, then base64). Returns a secret string. */
 char *oauth_basic_authorization(const char *client_id, const char *client_secret);
