@@ -633,6 +633,8 @@ static int verb_login(int argc, char *argv[]) {
                         return e;
                 }
                 const char *event = strempty(json_str(reply, "event"));
+                if (json_str(reply, "notes") && !arg_json)
+                        fprintf(stderr, "Note: %s\n\n", json_str(reply, "notes"));
                 if (arg_json) {
                         printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
                         fflush(stdout);

@@ -680,7 +680,9 @@ json_object *engine_entries_to_json(Credential *c) {
                 if (e->resource)
                         json_object_object_add(o, "resource", json_object_new_string(e->resource));
                 json_object_object_add(o, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
-                if (e->refresh_at > 0)
+                /* Only when it will happen: a token unused for longer than
+                 * --keep-fresh by then is left to expire. */
+                if (e->refresh_at > 0 && e->refresh_at - e->last_used <= c->manager->keep_fresh_usec)
                         json_object_object_add(o, "refresh_at", json_object_new_int64(boot_to_epoch_sec(e->refresh_at)));
                 json_object_array_add(a, o);
         }

@@ -15,6 +15,7 @@
 #include "engine.h"
 #include "login.h"
 #include "loopback.h"
+#include "provider.h"
 
 #define ERR_FAILED "io.tokend.manager.LoginFailed"
 #define ERR_EXISTS "io.tokend.manager.CredentialExists"
@@ -53,6 +54,10 @@ struct LoginOperation {
         Credential *cred; /* being built; the manager's once committed */
 
         LoginFlow flow; /* _LOGIN_FLOW_INVALID: pick from what the provider offers */
+        unsigned preset_flows; /* ProviderFlow bits allowed by the preset; 0: no preset */
+        bool preset_discovery; /* discovered endpoints win over the preset's */
+        bool auth_method_given;
+        char *notes; /* the preset's notes, shown with the first progress event */
         ScopeSet scopes; /* asked for */
         bool prompt_consent;
         char **extra_params; /* key, value, key, value, ..., NULL */
@@ -110,6 +115,7 @@ static LoginOperation *login_free(LoginOperation *op) {
         free(op->extra_params);
         free(op->authorization_endpoint);
         free(op->device_authorization_endpoint);
+        free(op->notes);
         erase_and_free(op->device_code);
         erase_and_free(op->state);
         erase_and_free(op->verifier);
@@ -307,6 +313,8 @@ static void device_on_authorization(HttpRequest *req, const HttpResponse *resp, 
                                        json_object_new_int64((int64_t) (now_realtime_usec() / USEC_PER_SEC) + d.expires_in));
         }
         device_authorization_done(&d);
+        if (p && op->notes)
+                json_object_object_add(p, "notes", json_object_new_string(op->notes));
         if (varlink_call_reply_more(op->call, p) < 0) {
                 login_fail(op, "cannot report progress", NULL);
                 return;
@@ -478,6 +486,8 @@ static void code_start(LoginOperation *op) {
                 return;
         }
         json_object *p = params_kv("event", "authorize", "authorization_url", url);
+        if (p && op->notes)
+                json_object_object_add(p, "notes", json_object_new_string(op->notes));
         if (p)
                 json_object_object_add(p, "expires_at", json_object_new_int64(
                                 (int64_t) ((now_realtime_usec() + AUTH_CODE_TIMEOUT_USEC) / USEC_PER_SEC)));
@@ -495,8 +505,17 @@ static void login_run(LoginOperation *op) {
                 login_fail(op, "the provider has no token endpoint", NULL);
                 return;
         }
-        if (op->flow < 0)
-                op->flow = op->device_authorization_endpoint ? LOGIN_FLOW_DEVICE : LOGIN_FLOW_AUTH_CODE;
+        if (op->flow < 0) {
+                bool device_ok = op->device_authorization_endpoint &&
+                                 (op->preset_flows == 0 || (op->preset_flows & PROVIDER_FLOW_DEVICE));
+                op->flow = device_ok ? LOGIN_FLOW_DEVICE : LOGIN_FLOW_AUTH_CODE;
+        }
+        if (op->preset_flows != 0 &&
+            !(op->preset_flows & (op->flow == LOGIN_FLOW_DEVICE ? PROVIDER_FLOW_DEVICE : PROVIDER_FLOW_AUTH_CODE))) {
+                login_finish(op, ERR_FAILED, params_kv("reason", "the provider preset does not support this flow",
+                                                       "error", "unsupported_flow"));
+                return;
+        }
         const char *endpoint = op->flow == LOGIN_FLOW_DEVICE ? op->device_authorization_endpoint
                                                              : op->authorization_endpoint;
         if (!endpoint) {
@@ -539,22 +558,87 @@ static void login_on_discovery(DiscoveryDocument *d, const char *reason, void *u
         }
         free(c->token_endpoint);
         c->token_endpoint = TAKE_PTR(d->token_endpoint);
-        if (!c->revocation_endpoint && d->revocation_endpoint &&
+        if ((!c->revocation_endpoint || op->preset_discovery) && d->revocation_endpoint &&
             oauth_check_url(d->revocation_endpoint, c->insecure_loopback, &reason) >= 0)
-                c->revocation_endpoint = TAKE_PTR(d->revocation_endpoint);
-        if (!op->authorization_endpoint)
+                free(c->revocation_endpoint), c->revocation_endpoint = TAKE_PTR(d->revocation_endpoint);
+        if (d->authorization_endpoint && (!op->authorization_endpoint || op->preset_discovery)) {
+                free(op->authorization_endpoint);
                 op->authorization_endpoint = TAKE_PTR(d->authorization_endpoint);
-        if (!op->device_authorization_endpoint)
+        }
+        if (d->device_authorization_endpoint && (!op->device_authorization_endpoint || op->preset_discovery)) {
+                free(op->device_authorization_endpoint);
                 op->device_authorization_endpoint = TAKE_PTR(d->device_authorization_endpoint);
+        }
         login_run(op);
 }
 
-static int login_apply_preset(LoginOperation *op, const char *name, const char *tenant, const char **ret_reason) {
-        (void) op;
-        (void) name;
-        (void) tenant;
-        *ret_reason = "provider presets are not loaded yet";
-        return -EOPNOTSUPP;
+static int dup_opt(const char *s, char **ret) {
+        if (!s)
+                return 0;
+        char *d = strdup(s);
+        if (!d)
+                return -ENOMEM;
+        free(*ret);
+        *ret = d;
+        return 0;
+}
+
+/* Loads a provider preset and applies it: endpoints, default scopes, the
+ * refresh token quirks (offline_access, prompt=consent, extra parameters),
+ * the flows it supports and its default client authentication. On failure
+ * *ret_reason is a malloc'd message naming the file and field. */
+static int login_apply_preset(LoginOperation *op, const char *name, const char *tenant, char **ret_reason) {
+        Manager *m = op->manager;
+        Credential *c = op->cred;
+        _cleanup_provider_preset_ ProviderPreset *p = NULL;
+        int r;
+
+        r = provider_preset_load(name, (const char *const *) m->provider_dirs, c->insecure_loopback, &p, ret_reason);
+        if (r < 0)
+                return r;
+        if (p->tenant || tenant) {
+                r = provider_preset_expand_tenant(p, tenant, ret_reason);
+                if (r < 0)
+                        return r;
+        }
+        if (c->issuer || p->discovery) {
+                r = provider_preset_set_issuer(p, c->issuer, c->insecure_loopback, ret_reason);
+                if (r < 0)
+                        return r;
+        }
+        r = provider_preset_check_complete(p, ret_reason);
+        if (r < 0)
+                return r;
+
+        if (!c->issuer && (r = dup_opt(p->issuer, &c->issuer)) < 0)
+                return r;
+        if ((r = dup_opt(p->token_endpoint, &c->token_endpoint)) < 0 ||
+            (r = dup_opt(p->revocation_endpoint, &c->revocation_endpoint)) < 0 ||
+            (r = dup_opt(p->authorization_endpoint, &op->authorization_endpoint)) < 0 ||
+            (r = dup_opt(p->device_authorization_endpoint, &op->device_authorization_endpoint)) < 0 ||
+            (r = dup_opt(p->notes, &op->notes)) < 0)
+                return r;
+        op->preset_flows = p->flows;
+        op->preset_discovery = p->discovery;
+        if (op->scopes.n == 0 && (r = scope_set_copy(&p->default_scopes, &op->scopes)) < 0)
+                return r;
+        if (p->offline_access_scope && (r = scope_set_add(&op->scopes, "offline_access")) < 0)
+                return r;
+        op->prompt_consent = p->prompt_consent;
+        if (p->n_extra_authorization_params > 0) {
+                op->extra_params = calloc(2 * p->n_extra_authorization_params + 1, sizeof(char *));
+                if (!op->extra_params)
+                        return -ENOMEM;
+                for (size_t i = 0; i < p->n_extra_authorization_params; i++)
+                        if (!(op->extra_params[2 * i] = strdup(p->extra_authorization_params[i].key)) ||
+                            !(op->extra_params[2 * i + 1] = strdup(p->extra_authorization_params[i].value)))
+                                return -ENOMEM;
+        }
+        /* The preset's client authentication applies when the user gave a
+         * secret but no method. */
+        if (!op->auth_method_given && c->client_secret && p->auth_method != OAUTH_AUTH_NONE)
+                c->auth_method = p->auth_method;
+        return 0;
 }
 
 typedef struct LoginParams {
@@ -671,15 +755,20 @@ int login_start(Manager *m, VarlinkCall *call, json_object *parameters) {
         op->call = call;
         varlink_call_set_cancel(call, login_on_cancel, op);
 
+        op->auth_method_given = p.auth_method;
         if (p.provider) {
-                r = login_apply_preset(op, p.provider, p.tenant, &reason);
+                _cleanup_free_ char *why = NULL;
+                r = login_apply_preset(op, p.provider, p.tenant, &why);
                 if (r < 0) {
-                        login_finish(op, "io.tokend.manager.PresetInvalid", params_kv("reason", reason, NULL, NULL));
+                        login_finish(op, "io.tokend.manager.PresetInvalid",
+                                     params_kv("reason", why ?: strerror(-r), NULL, NULL));
                         return 0;
                 }
-        }
+        } else if (p.tenant)
+                return login_finish(op, ERR_FAILED, params_kv("reason", "--tenant needs --provider", "error", NULL)), 0;
 
-        if (c->issuer && (!c->token_endpoint || (!op->authorization_endpoint && !op->device_authorization_endpoint))) {
+        if (c->issuer && (op->preset_discovery || !c->token_endpoint ||
+                          (!op->authorization_endpoint && !op->device_authorization_endpoint))) {
                 r = discovery_start(m->http, c->issuer, login_on_discovery, op, &op->discovery);
                 if (r < 0)
                         login_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", "cannot start discovery"));

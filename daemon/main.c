@@ -14,6 +14,7 @@
 
 static const char *arg_socket;
 static const char *arg_ca_file;
+static const char *arg_providers_dir;
 static uint64_t arg_keep_fresh_usec = 15 * 60 * USEC_PER_SEC;
 static uint64_t arg_request_timeout_usec = 15 * USEC_PER_SEC;
 
@@ -25,6 +26,8 @@ static void help(void) {
                "     --socket PATH           Listen on PATH (default: socket activation, or\n"
                "                             $XDG_RUNTIME_DIR/tokend/socket)\n"
                "     --ca-file FILE          CA bundle for provider TLS (default: the system's)\n"
+               "     --providers-dir DIR     Look for provider presets in DIR first (then\n"
+               "                             $XDG_CONFIG_HOME/tokend/providers, then " PROVIDERS_DIR ")\n"
                "     --keep-fresh SECONDS    Keep refreshing a token this long after its last\n"
                "                             use (default: 900; 0: only refresh on demand)\n"
                "     --request-timeout SECONDS\n"
@@ -44,12 +47,13 @@ static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT, ARG_LOG_LEVEL };
+        enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_PROVIDERS_DIR, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT, ARG_LOG_LEVEL };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "socket", required_argument, NULL, ARG_SOCKET },
                 { "ca-file", required_argument, NULL, ARG_CA_FILE },
+                { "providers-dir", required_argument, NULL, ARG_PROVIDERS_DIR },
                 { "keep-fresh", required_argument, NULL, ARG_KEEP_FRESH },
                 { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
@@ -77,6 +81,9 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_CA_FILE:
                         arg_ca_file = optarg;
+                        break;
+                case ARG_PROVIDERS_DIR:
+                        arg_providers_dir = optarg;
                         break;
                 case ARG_KEEP_FRESH:
                         if (parse_seconds(optarg, 7 * 24 * 3600, &arg_keep_fresh_usec) < 0)
@@ -152,6 +159,7 @@ int main(int argc, char *argv[]) {
         ManagerConfig cfg = {
                 .socket_path = arg_socket,
                 .ca_file = arg_ca_file,
+                .providers_dir = arg_providers_dir,
                 .keep_fresh_usec = arg_keep_fresh_usec,
                 .request_timeout_usec = arg_request_timeout_usec,
         };

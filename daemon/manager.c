@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "credential.h"
 #include "engine.h"
+#include "provider.h"
 
 #define STATE_FILE "credentials.json"
 #define INSTANCE_FILE "instance-id"
@@ -43,6 +44,26 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
         if (!m->state_dir) {
                 manager_free(m);
                 return log_error_errno(ENXIO, "Cannot determine the state directory: set $XDG_STATE_HOME or $HOME");
+        }
+
+        r = provider_default_dirs(PROVIDERS_DIR, &m->provider_dirs);
+        if (r >= 0 && cfg->providers_dir) {
+                /* Put the given directory first. */
+                size_t n = 0;
+                while (m->provider_dirs[n])
+                        n++;
+                char **d = realloc(m->provider_dirs, (n + 2) * sizeof(char *));
+                if (d) {
+                        m->provider_dirs = d;
+                        memmove(d + 1, d, (n + 1) * sizeof(char *));
+                        d[0] = strdup(cfg->providers_dir);
+                }
+                if (!d || !d[0])
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                manager_free(m);
+                return log_error_errno(r, "Cannot determine provider preset directories: %m");
         }
 
         r = sd_event_default(&m->event);
@@ -82,6 +103,7 @@ Manager *manager_free(Manager *m) {
         free(m->socket_path);
         free(m->state_dir);
         free(m->instance);
+        provider_dirs_free(m->provider_dirs);
         sd_event_unref(m->event);
         free(m);
         return NULL;

@@ -23,6 +23,7 @@ typedef struct ManagerConfig {
         const char *socket_path;       /* NULL: socket activation or $XDG_RUNTIME_DIR/tokend/socket */
         const char *state_dir;         /* NULL: $XDG_STATE_HOME/tokend */
         const char *ca_file;
+        const char *providers_dir;     /* searched before the user's and the system's preset dirs */
         uint64_t keep_fresh_usec;      /* keep refreshing a token this long after its last use */
         uint64_t request_timeout_usec; /* how long a GetToken may wait for a refresh */
 } ManagerConfig;
@@ -42,6 +43,7 @@ typedef struct Manager {
         char *state_dir;
         char *socket_path; /* set when we bound it ourselves */
         char *instance;
+        char **provider_dirs; /* NULL-terminated lookup order of provider presets */
         uid_t owner_uid;
 
         uint64_t keep_fresh_usec;

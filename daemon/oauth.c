@@ -106,7 +106,9 @@ OAuthOutcome oauth_parse_token_response(long status, const char *body, size_t le
         }
 
         o = parse_json_object(body, len);
-        if (status != 200) {
+        /* GitHub answers errors with 200 and an "error" member. */
+        bool error_body = o && status == 200 && get_string(o, "error", 64) && !get_string(o, "access_token", OAUTH_ACCESS_TOKEN_MAX);
+        if (status != 200 || error_body) {
                 const char *code = o ? get_string(o, "error", 64) : NULL;
                 const char *desc = o ? get_string(o, "error_description", 1024) : NULL;
                 if (!code) {
@@ -114,9 +116,11 @@ OAuthOutcome oauth_parse_token_response(long status, const char *body, size_t le
                         /* A 4xx without an OAuth error body: a proxy or misconfiguration. */
                         return set_error(ret_error, status == 408 ? OAUTH_TRANSIENT : OAUTH_REFUSED, buf, NULL);
                 }
-                if (streq(code, "invalid_grant"))
+                /* GitHub says bad_refresh_token and incorrect_client_credentials. */
+                if (streq(code, "invalid_grant") || streq(code, "bad_refresh_token"))
                         return set_error(ret_error, OAUTH_INVALID_GRANT, code, desc);
-                if (streq(code, "invalid_client") || streq(code, "unauthorized_client"))
+                if (streq(code, "invalid_client") || streq(code, "unauthorized_client") ||
+                    streq(code, "incorrect_client_credentials"))
                         return set_error(ret_error, OAUTH_INVALID_CLIENT, code, desc);
                 if (streq(code, "invalid_scope"))
                         return set_error(ret_error, OAUTH_INVALID_SCOPE, code, desc);

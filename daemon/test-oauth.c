@@ -30,6 +30,10 @@ TEST(token_response_outcomes) {
                 { 429, "", OAUTH_TRANSIENT, "http_429" },
                 { 503, "{\"error\":\"invalid_grant\"}", OAUTH_TRANSIENT, "http_503" },
                 { 0, NULL, OAUTH_TRANSIENT, "network_error" },
+                /* GitHub: errors with status 200 */
+                { 200, "{\"error\":\"authorization_pending\"}", OAUTH_REFUSED, "authorization_pending" },
+                { 200, "{\"error\":\"bad_refresh_token\",\"error_description\":\"x\"}", OAUTH_INVALID_GRANT, "bad_refresh_token" },
+                { 200, "{\"error\":\"incorrect_client_credentials\"}", OAUTH_INVALID_CLIENT, "incorrect_client_credentials" },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 TokenResponse t = {};

@@ -52,6 +52,7 @@ static const char service_idl[] =
         "error ExpectedMore ()\n";
 
 #define SERVICE_INTERFACE "org.varlink.service"
+#define DENIED_LINGER_USEC (1000 * 1000) /* how long a refused peer may take to send its first call */
 #define INTERFACES_MAX 16
 
 typedef struct Listener {
@@ -77,6 +78,7 @@ struct VarlinkConnection {
         VarlinkStream stream;
         VarlinkPeer peer;
         sd_event_source *io, *defer;
+        sd_event_source *deny_timer; /* closes a refused connection that never calls */
         VarlinkCall *call;
         void *userdata;
         bool denied;  /* answer PermissionDenied, then close */
@@ -127,6 +129,7 @@ static void connection_free(VarlinkConnection *c) {
 
         sd_event_source_disable_unref(c->io);
         sd_event_source_disable_unref(c->defer);
+        sd_event_source_disable_unref(c->deny_timer);
         varlink_stream_done(&c->stream);
         safe_close(c->peer.pidfd);
         free(c);
@@ -504,6 +507,14 @@ static int connection_on_io(sd_event_source *es, int fd, uint32_t revents, void 
         return 0;
 }
 
+static int connection_on_deny_timeout(sd_event_source *es, uint64_t usec, void *userdata) {
+        VarlinkConnection *c = userdata;
+        (void) es;
+        (void) usec;
+        connection_kill(c);
+        return 0;
+}
+
 static int connection_new(VarlinkServer *s, int fd) {
         _cleanup_close_ int fd_owned = fd;
         VarlinkConnection *c;
@@ -545,8 +556,16 @@ static int connection_new(VarlinkServer *s, int fd) {
 
         if (s->on_connect) {
                 r = s->on_connect(s, c, s->userdata);
-                if (r == -EPERM)
+                if (r == -EPERM) {
                         c->denied = true;
+                        /* A refused peer gets one call answered with
+                         * PermissionDenied, but may not hold a connection slot. */
+                        if (sd_event_add_time_relative(s->event, &c->deny_timer, CLOCK_MONOTONIC, DENIED_LINGER_USEC, 0,
+                                                       connection_on_deny_timeout, c) < 0) {
+                                connection_free(c);
+                                return -ENOMEM;
+                        }
+                }
                 else if (r < 0) {
                         connection_free(c);
                         return r;

@@ -411,9 +411,10 @@ def mint(issuer, client_id="tokend-test", client_secret=_MISSING, auth=None, sco
     auth = auth or auth_default
     args = [NODE, os.path.join(OAUTH_DIR, "mint.mjs"), "--issuer", issuer, "--client-id", client_id,
             "--auth", auth, "--scope", scope]
+    env = dict(os.environ)
     if secret is not None and auth != "none":
-        args += ["--client-secret", secret]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=OAUTH_DIR)
+        env["MINT_CLIENT_SECRET"] = secret  # not on the command line: test_no_secret_leaks checks argv
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=OAUTH_DIR, env=env)
     if r.returncode != 0 or not r.stdout.strip():
         raise TestFailure(f"mint.mjs failed (status {r.returncode}): {r.stderr.strip()}")
     return r.stdout.strip().splitlines()[0]

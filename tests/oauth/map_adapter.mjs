@@ -6,6 +6,11 @@
 // shares an object with the store, as a real database adapter would behave.
 
 const SWEEP_INTERVAL_MS = 60 * 1000;
+/* A device code outlives its expiry by this much, as with oidc-provider's own memory adapter
+ * (which keeps every entry for its clockTolerance, 15 s by default): the device_code grant
+ * answers expired_token (RFC 8628 §3.5) only for a code it still finds; a code that is gone
+ * gets invalid_grant. */
+const DEVICE_CODE_GRACE_SEC = 15;
 
 function expired(entry, now) {
   return entry.expiresAt <= now;
@@ -114,8 +119,9 @@ class MapAdapter {
   }
 
   async upsert(id, payload, expiresIn) {
+    const grace = this.model === 'DeviceCode' ? DEVICE_CODE_GRACE_SEC : 0;
     const expiresAt = typeof expiresIn === 'number' && Number.isFinite(expiresIn)
-      ? Date.now() + expiresIn * 1000
+      ? Date.now() + (expiresIn + grace) * 1000
       : Infinity;
     this.store.set(this.model, id, structuredClone(payload), expiresAt);
   }

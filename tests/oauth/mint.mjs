@@ -5,6 +5,7 @@
 // printed on stdout (one line). Any failure: message on stderr, exit status 1.
 //
 //   node mint.mjs --issuer URL --client-id ID [--client-secret S] [--auth basic|post|none]
+//   (the client secret may instead come from $MINT_CLIENT_SECRET)
 //                 [--scope "openid offline_access read write"] [--login SUB]
 //                 [--redirect-uri URI] [--print-json]
 
@@ -40,6 +41,10 @@ function options() {
     }));
   } catch (err) {
     throw new MintError(err.message);
+  }
+  // The secret may come from the environment, so it stays off command lines.
+  if (values['client-secret'] === undefined && process.env.MINT_CLIENT_SECRET !== undefined) {
+    values['client-secret'] = process.env.MINT_CLIENT_SECRET;
   }
   if (!values.issuer) throw new MintError('--issuer is required');
   if (!values['client-id']) throw new MintError('--client-id is required');

@@ -2,7 +2,7 @@
 // Real OAuth 2.0 / OpenID Connect server for tokend's integration tests (oidc-provider 9).
 //
 //   node tests/oauth/server.mjs [--port N] [--access-ttl S] [--refresh-ttl S]
-//                               [--lenient-client-auth] [--verbose]
+//                               [--device-ttl S] [--lenient-client-auth] [--verbose]
 //
 // Listens on 127.0.0.1 over plain HTTP. Once listening it prints exactly one JSON line on
 // stdout ({"ready":true,"issuer":...,"port":...}); everything else goes to stderr.
@@ -58,6 +58,7 @@ function parseCommandLine() {
         port: { type: 'string', default: '0' },
         'access-ttl': { type: 'string', default: '3600' },
         'refresh-ttl': { type: 'string', default: String(24 * 60 * 60) },
+        'device-ttl': { type: 'string', default: String(10 * 60) },
         verbose: { type: 'boolean', default: false },
         'lenient-client-auth': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -70,7 +71,7 @@ function parseCommandLine() {
   }
   if (values.help) {
     process.stderr.write('usage: node server.mjs [--port N] [--access-ttl SECONDS] '
-      + '[--refresh-ttl SECONDS] [--lenient-client-auth] [--verbose]\n');
+      + '[--refresh-ttl SECONDS] [--device-ttl SECONDS] [--lenient-client-auth] [--verbose]\n');
     process.exit(0);
   }
 
@@ -86,6 +87,8 @@ function parseCommandLine() {
     port: int('port', 0, 65535),
     accessTtl: int('access-ttl', 1, 10 * 365 * 24 * 60 * 60),
     refreshTtl: int('refresh-ttl', 1, 10 * 365 * 24 * 60 * 60),
+    /* Lifetime of a device_code (and its user_code): a short one lets a test see expired_token. */
+    deviceTtl: int('device-ttl', 1, 24 * 60 * 60),
     verbose: values.verbose,
     lenientClientAuth: values['lenient-client-auth'],
   };
@@ -123,7 +126,13 @@ function buildConfiguration(opts, adapter) {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'tokend-test-rs256', use: 'sig', alg: 'RS256' };
 
+  /* 'native' (OIDC Dynamic Client Registration §2, application_type) makes oidc-provider
+   * match a loopback http redirect URI ignoring its port, as RFC 8252 §7.3 requires: the
+   * registered http://127.0.0.1/callback accepts http://127.0.0.1:ANY/callback. Host, path and
+   * query must still match exactly (127.0.0.1 is not localhost). It also forces a consent
+   * prompt on every authorization request, which tokend's flows always show anyway. */
   const clientBase = {
+    application_type: 'native',
     grant_types: GRANT_TYPES,
     redirect_uris: ['http://127.0.0.1/callback'],
     response_types: ['code'],
@@ -153,7 +162,7 @@ function buildConfiguration(opts, adapter) {
       AccessToken: opts.accessTtl,
       RefreshToken: opts.refreshTtl,
       AuthorizationCode: 60,
-      DeviceCode: 10 * 60,
+      DeviceCode: opts.deviceTtl,
       IdToken: 60 * 60,
       Interaction: 60 * 60,
       Session: longTtl,
