@@ -212,7 +212,8 @@ static bool login_handle_token_response(LoginOperation *op, const HttpResponse *
                 *slow_down = true;
                 return false;
         }
-        if (streq(err.code, "access_denied"))
+        /* Entra ID says authorization_declined for a denied device login. */
+        if (streq(err.code, "access_denied") || streq(err.code, "authorization_declined"))
                 login_fail(op, "the user denied access", err.code);
         else if (streq(err.code, "expired_token"))
                 login_fail(op, "the code expired before the user finished", err.code);

@@ -170,9 +170,8 @@ static int scan_duplicates(const char *path, const char *text, size_t len, char 
                         char name[PROVIDER_MEMBERS_MAX + 8];
                         snprintf(name, sizeof name, "%.*s", (int) (n < PROVIDER_MEMBERS_MAX ? n : PROVIDER_MEMBERS_MAX),
                                  text + start);
-                        const char *where = depth == 1 ? name : parent;
                         if (escaped)
-                                return fail(ret_error, -EINVAL, path, depth == 1 ? NULL : printable(where, b1),
+                                return fail(ret_error, -EINVAL, path, depth == 1 ? NULL : printable(parent, b1),
                                             "member name \"%s\" uses an escape; write it plainly",
                                             printable(name, b2));
                         KeyList *l = depth == 1 ? &root : &inner;
