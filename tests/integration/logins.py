@@ -13,12 +13,13 @@ from harness import NODE, OAUTH_DIR, TOKENCTL, TestFailure, log, stop_pid
 class Login:
     """A running `tokenctl --json login NAME ...`; events() yields its JSON lines."""
 
-    def __init__(self, d, name, *args):
+    def __init__(self, d, name, *args, env_extra=None):
         self.d = d
         env = dict(os.environ)
         env["TOKEND_SOCKET"] = d.socket
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)
+        env.update(env_extra or {})
         self.argv = [TOKENCTL, "--json", "login", name, *args]
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, env=env)

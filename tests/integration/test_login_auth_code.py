@@ -10,9 +10,11 @@ streams to `tokenctl login --flow auth-code`:
 4. The right redirect is accepted (200); the login ends with a working credential.
 5. A second redirect afterwards finds the listener closed.
 6. A user who denies consent ends the login with access_denied; nothing is kept.
+7. With a display, tokenctl opens the URL with xdg-open (a stand-in on $PATH records it).
 """
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -94,6 +96,28 @@ def main(ctx):
     check(rc2 == 1 and "access_denied" in lg.stderr, "denied consent fails the login with access_denied",
           (rc2, lg.stderr, out))
     check("nope" not in d.list_json(), "nothing kept after a denial")
+
+    # 7. xdg-open with a display
+    bindir = os.path.join(ctx.tmp, "bin")
+    os.makedirs(bindir)
+    record = os.path.join(ctx.tmp, "xdg-open.args")
+    with open(os.path.join(bindir, "xdg-open"), "w") as f:
+        f.write(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    os.chmod(os.path.join(bindir, "xdg-open"), 0o755)
+    lg = Login(d, "shown", "--issuer", srv.issuer, "--client-id", "tokend-test", "--client-secret-file",
+               secret_file(ctx, "test-secret"), "--scope", SCOPES, "--flow", "auth-code", "--insecure-loopback",
+               env_extra={"DISPLAY": ":99", "PATH": bindir + os.pathsep + os.environ.get("PATH", "")})
+    ev = lg.next_event()
+    for _ in range(50):
+        if os.path.exists(record) and os.path.getsize(record) > 0:
+            break
+        time.sleep(0.1)
+    with open(record) as f:
+        opened = f.read().strip()
+    check(opened == ev["authorization_url"], "xdg-open got the authorization URL", (opened, ev))
+    rc, _ = browse(ev["authorization_url"])
+    rc2, _ = lg.wait()
+    check(rc2 == 0, "login through the opened URL completes", lg.stderr)
     check(d.alive(), "daemon still running")
 
 

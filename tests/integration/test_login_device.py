@@ -12,6 +12,8 @@
 4. expired_token: the server answers a poll with expired_token; the login fails saying the code
    expired, and no credential is kept.
 5. Cancel: killing tokenctl (Ctrl-C) stops the login in the daemon: it polls no more.
+6. A login that ends without a refresh token (no offline_access asked) is an error that says why,
+   and nothing is kept.
 """
 import os
 import signal
@@ -108,6 +110,16 @@ def main(ctx):
     errs1 = s1.get("grant_errors", {}).get("urn:ietf:params:oauth:grant-type:device_code", {})
     check(n1 == n0 and errs1 == errs0, "the daemon stopped polling after the cancel", (s0, s1))
     check("cancelled" not in d.list_json(), "no credential kept after a cancel")
+
+    # 6. no refresh token issued
+    lg = Login(d, "nort", "--issuer", srv.issuer, "--client-id", "tokend-test", "--client-secret-file",
+               secret_file(ctx, "test-secret"), "--scope", "openid read", "--flow", "device", "--insecure-loopback")
+    ev = lg.next_event()
+    check(device_approve(srv.issuer, ev["user_code"]) == 0, "approved")
+    rc, events = lg.wait()
+    check(rc == 1 and "no refresh token" in lg.stderr and "offline_access" in lg.stderr,
+          "a login without a refresh token fails and says why", (rc, lg.stderr))
+    check("nort" not in d.list_json(), "nothing kept without a refresh token")
     check(d.alive(), "daemon still running")
 
 
