@@ -592,6 +592,7 @@ class Context:
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="tokend-it-")
         self._cleanups = []  # (fn, label, log path or None)
+        self.daemons = []
         self.closed = False
 
     def _register(self, fn, label, log_path=None):
@@ -601,7 +602,24 @@ class Context:
         return OAuthServer(self, **kw)
 
     def tokend(self, **kw):
-        return Tokend(self, **kw)
+        d = Tokend(self, **kw)
+        self.daemons.append(d)
+        return d
+
+    def verify_daemons(self):
+        """Stops every tokend still running: each must exit 0 on SIGTERM (a sanitizer build exits
+        non-zero on a leak), and no daemon log may hold a sanitizer report."""
+        for d in self.daemons:
+            if d.alive():
+                rc = d.stop()
+                check(rc == 0, f"tokend '{d.name}' exits 0 on SIGTERM at the end", f"status {rc}")
+            try:
+                with open(d.log_path, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                check(marker not in text, f"no sanitizer report in the log of tokend '{d.name}'", marker)
 
     def dump_logs(self):
         for _, label, path in self._cleanups:
@@ -660,6 +678,7 @@ def run_test(main, description=None):
     rc = 1
     try:
         main(ctx)
+        ctx.verify_daemons()
         rc = 0
     except Skip as e:
         print(f"SKIP: {e}", flush=True)
