@@ -4,6 +4,7 @@
 #include "common/util.h"
 #include "credential.h"
 #include "engine.h"
+#include "peer.h"
 #include "varlink-idl.h"
 
 #define RESOURCE_MAX 2048U
@@ -58,8 +59,26 @@ static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCa
         return engine_get_token(c, call, &scopes, p.resource, p.has_min_ttl ? p.min_ttl : -1);
 }
 
+static int agent_who_am_i(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        static const VarlinkField fields[] = { {} };
+        _cleanup_(peer_identity_done) PeerIdentity id = { .pidfd = -1 };
+        const char *bad = NULL;
+        (void) flags;
+        (void) userdata;
+
+        if (varlink_parse_parameters(parameters, fields, NULL, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad);
+        int r = peer_identify(varlink_connection_peer(varlink_call_connection(call)), &id);
+        if (r == -ESRCH)
+                return varlink_call_error(call, "io.tokend.agent.CallerGone", NULL);
+        if (r < 0)
+                return r;
+        return varlink_call_reply(call, peer_identity_to_json(&id));
+}
+
 static const VarlinkMethod agent_methods[] = {
         { "GetToken", agent_get_token, 0 },
+        { "WhoAmI", agent_who_am_i, 0 },
         {},
 };
 
