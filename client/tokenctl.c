@@ -387,6 +387,17 @@ static int verb_list(int argc, char *argv[]) {
                 printf("%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY));
                 return EXIT_OK;
         }
+        /* e.g. "Store: secret-service (locked: the login collection is locked; 1 write pending)" */
+        const char *store = json_str(reply, "store"), *store_reason = json_str(reply, "store_reason");
+        int64_t pending = json_int(reply, "store_pending", 0);
+        if (store) {
+                printf("Store: %s (%s", store, strna(json_str(reply, "store_state")));
+                if (store_reason)
+                        printf(": %s", store_reason);
+                if (pending > 0)
+                        printf("; %" PRId64 " write%s pending", pending, pending == 1 ? "" : "s");
+                printf(")\n");
+        }
         size_t n = a ? json_object_array_length(a) : 0;
         if (n == 0) {
                 printf("No credentials. Add one with 'tokenctl add'.\n");
@@ -419,6 +430,8 @@ static int verb_list(int argc, char *argv[]) {
                 }
                 if (json_str(c, "last_error"))
                         printf("    last error: %s\n", json_str(c, "last_error"));
+                if (store && json_str(c, "store") && !streq(json_str(c, "store"), store))
+                        printf("    store: %s\n", json_str(c, "store"));
         }
         return EXIT_OK;
 }
@@ -684,6 +697,44 @@ static int verb_revoke(int argc, char *argv[]) {
         return r;
 }
 
+static int verb_store(int argc, char *argv[]) {
+        static const struct option options[] = {
+                { "to", required_argument, NULL, 't' },
+                {},
+        };
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        const char *to = NULL;
+        int c;
+
+        if (argc < 2 || !streq(argv[1], "migrate")) {
+                fprintf(stderr, "tokenctl store: usage: tokenctl store migrate --to keyring|secret-service\n");
+                return EXIT_USAGE;
+        }
+        optind = 0;
+        while ((c = getopt_long(argc - 1, argv + 1, "", options, NULL)) >= 0) {
+                if (c != 't')
+                        return EXIT_USAGE;
+                to = optarg;
+        }
+        if (!to || optind != argc - 1 || (!streq(to, "keyring") && !streq(to, "secret-service"))) {
+                fprintf(stderr, "tokenctl store migrate: usage: tokenctl store migrate --to keyring|secret-service\n");
+                return EXIT_USAGE;
+        }
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "to", json_object_new_string(to));
+        int r = call("io.tokend.manager.MigrateStore", p, &reply, NULL);
+        if (r != EXIT_OK)
+                return r;
+        int64_t moved = json_int(reply, "moved", 0);
+        if (arg_json)
+                printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY));
+        else
+                fprintf(stderr, "Moved %" PRId64 " credential%s to the %s store.\n", moved, moved == 1 ? "" : "s", to);
+        return EXIT_OK;
+}
+
 static int verb_help(int argc, char *argv[]);
 
 static const Verb verbs[] = {
@@ -695,6 +746,8 @@ static const Verb verbs[] = {
           "Log in at a provider (device flow or browser); tokend keeps the credential", verb_login },
         { "revoke", "NAME", "Revoke a credential at the provider, then remove it", verb_revoke },
         { "remove", "NAME", "Remove a credential and its secrets (local only)", verb_remove },
+        { "store", "migrate --to keyring|secret-service", "Move every credential's secrets to another store",
+          verb_store },
         { "help", "", "Show this help", verb_help },
         {},
 };

@@ -8,6 +8,7 @@
 #include "discovery.h"
 #include "engine.h"
 #include "login.h"
+#include "store-migrate.h"
 #include "varlink-idl.h"
 
 #define ERR_EXISTS "io.tokend.manager.CredentialExists"
@@ -310,7 +311,29 @@ static int manager_list_credentials(VarlinkCall *call, json_object *parameters, 
                 return -ENOMEM;
         }
         json_object_object_add(p, "credentials", a);
+        const char *reason = NULL;
+        unsigned pending = 0;
+        const char *st = store_state(m->store, &reason, &pending);
+        json_object_object_add(p, "store", json_object_new_string(store_name(m->store)));
+        json_object_object_add(p, "store_state", json_object_new_string(st));
+        if (reason)
+                json_object_object_add(p, "store_reason", json_object_new_string(reason));
+        json_object_object_add(p, "store_pending", json_object_new_int64(pending));
         return varlink_call_reply(call, p);
+}
+
+static int manager_migrate_store(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags,
+                                 void *userdata) {
+        static const VarlinkField fields[] = {
+                { "to", VARLINK_FIELD_STRING, 0, VARLINK_FIELD_REQUIRED, 64, VARLINK_NO_PRESENT },
+                {},
+        };
+        const char *to = NULL, *bad = NULL;
+        (void) flags;
+
+        if (varlink_parse_parameters(parameters, fields, &to, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad);
+        return store_migrate_start(userdata, call, to);
 }
 
 struct RevokeOperation {
@@ -410,6 +433,10 @@ static int manager_revoke_credential(VarlinkCall *call, json_object *parameters,
                 return varlink_call_error(call, ERR_NO_SUCH, params_kv("name", name, NULL, NULL));
         if (manager_name_busy(m, name))
                 return varlink_call_error(call, ERR_EXISTS, params_kv("name", name, NULL, NULL));
+        if (c->secrets_deferred)
+                return varlink_call_error(call, ERR_STORE,
+                                          params_kv("reason", "its refresh token is in a store that cannot be read now",
+                                                    NULL, NULL));
         if (!c->revocation_endpoint)
                 return varlink_call_error(call, "io.tokend.manager.NoRevocationEndpoint",
                                           params_kv("name", name, NULL, NULL));
@@ -448,6 +475,7 @@ static const VarlinkMethod manager_methods[] = {
         { "RevokeCredential", manager_revoke_credential, 0 },
         { "RemoveCredential", manager_remove_credential, 0 },
         { "ListCredentials", manager_list_credentials, 0 },
+        { "MigrateStore", manager_migrate_store, 0 },
         {},
 };
 

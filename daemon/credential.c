@@ -134,14 +134,21 @@ json_object *credential_to_json(Credential *c, bool for_state_file) {
         json_object_object_add(o, "client_id", json_object_new_string(c->client_id));
         json_object_object_add(o, "auth_method", json_object_new_string(oauth_auth_method_to_string(c->auth_method)));
         json_object_object_add(o, "scopes", scope_set_to_json(&c->scopes));
+        /* The backend holding its secrets, so that a daemon started with
+         * another --store still looks there. */
+        add_opt_string(o, "store", c->manager && c->manager->store ? store_where(c->manager->store, c->name) : NULL);
         if (for_state_file) {
-                json_object_object_add(o, "state", json_object_new_string(credential_state_to_string(c->state)));
+                /* Waiting for a locked store is not a state worth keeping. */
+                CredentialState st = c->secrets_deferred ? CREDENTIAL_OK : c->state;
+                json_object_object_add(o, "state", json_object_new_string(credential_state_to_string(st)));
                 json_object_object_add(o, "insecure_loopback", json_object_new_boolean(c->insecure_loopback));
                 json_object_object_add(o, "created", json_object_new_int64((int64_t) (c->created / USEC_PER_SEC)));
-                add_opt_string(o, "last_error", c->state != CREDENTIAL_OK ? c->last_error : NULL);
+                add_opt_string(o, "last_error", st != CREDENTIAL_OK ? c->last_error : NULL);
         } else {
                 const char *state = credential_state_to_string(c->state);
-                if (c->state == CREDENTIAL_OK && c->retry_at > 0)
+                if (c->secrets_deferred)
+                        state = "waiting-for-store";
+                else if (c->state == CREDENTIAL_OK && c->retry_at > 0)
                         state = "backoff";
                 json_object_object_add(o, "state", json_object_new_string(state));
                 add_opt_string(o, "last_error", c->last_error);

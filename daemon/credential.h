@@ -49,6 +49,13 @@ struct Credential {
         uint64_t retry_at; /* CLOCK_BOOTTIME usec, 0 when no retry is scheduled */
         unsigned failures;
         bool store_dirty; /* the in-memory refresh token is newer than the store's */
+
+        /* Secrets not loaded yet: their store was locked or unavailable at
+         * start-up. Until it answers, the credential is reauth-required in
+         * memory (refresh_token is "-"), and "ok" in the state file. */
+        bool secrets_deferred;
+        unsigned secrets_loaded;  /* bits (1 << SecretKind) loaded since */
+        unsigned secrets_loading; /* bits being loaded */
 };
 
 const char *credential_state_to_string(CredentialState s);

@@ -561,6 +561,10 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
         int r;
 
         *scopes = (ScopeSet) {};
+        if (c->secrets_deferred)
+                /* Its secrets are in a store that is locked or away: not a login problem. */
+                return varlink_call_error(call, ERR_STORE,
+                                          engine_error_parameters(c->name, ERR_STORE, c->last_error ?: "the store is not available", -1));
         if (c->state != CREDENTIAL_OK)
                 return varlink_call_error(call, ERR_REAUTH, engine_error_parameters(c->name, ERR_REAUTH, NULL, -1));
 

@@ -15,6 +15,7 @@
 static const char *arg_socket;
 static const char *arg_ca_file;
 static const char *arg_providers_dir;
+static const char *arg_store = "auto";
 static uint64_t arg_keep_fresh_usec = 15 * 60 * USEC_PER_SEC;
 static uint64_t arg_request_timeout_usec = 15 * USEC_PER_SEC;
 
@@ -32,8 +33,13 @@ static void help(void) {
                "                             use (default: 900; 0: only refresh on demand)\n"
                "     --request-timeout SECONDS\n"
                "                             Longest wait of a GetToken for the provider (default: 15)\n"
+               "     --store STORE           Where new credentials keep their secrets: auto,\n"
+               "                             keyring or secret-service (default: auto, the\n"
+               "                             Secret Service when it runs unlocked, else keyring)\n"
                "     --log-level LEVEL       debug, info, notice, warning or err (default: info)\n\n"
-               "State lives in $XDG_STATE_HOME/tokend, secrets in the kernel keyring.\n");
+               "State lives in $XDG_STATE_HOME/tokend, secrets in the Secret Service (durable)\n"
+               "or the kernel keyring (RAM only); each credential stays in the store that\n"
+               "holds it until 'tokenctl store migrate'.\n");
 }
 
 static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
@@ -47,7 +53,8 @@ static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_PROVIDERS_DIR, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT, ARG_LOG_LEVEL };
+        enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_PROVIDERS_DIR, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT,
+               ARG_LOG_LEVEL, ARG_STORE };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -57,6 +64,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "keep-fresh", required_argument, NULL, ARG_KEEP_FRESH },
                 { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "store", required_argument, NULL, ARG_STORE },
                 {},
         };
         static const struct {
@@ -92,6 +100,13 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_REQUEST_TIMEOUT:
                         if (parse_seconds(optarg, 3600, &arg_request_timeout_usec) < 0 || arg_request_timeout_usec == 0)
                                 return log_error_errno(EINVAL, "Invalid --request-timeout: %s", optarg);
+                        break;
+                case ARG_STORE:
+                        if (!streq(optarg, "auto") && !streq(optarg, STORE_KEYRING) &&
+                            !streq(optarg, STORE_SECRET_SERVICE))
+                                return log_error_errno(EINVAL, "Invalid --store: %s (auto, keyring or secret-service)",
+                                                       optarg);
+                        arg_store = optarg;
                         break;
                 case ARG_LOG_LEVEL: {
                         bool found = false;
@@ -162,6 +177,7 @@ int main(int argc, char *argv[]) {
                 .providers_dir = arg_providers_dir,
                 .keep_fresh_usec = arg_keep_fresh_usec,
                 .request_timeout_usec = arg_request_timeout_usec,
+                .store = arg_store,
         };
         r = manager_new(&cfg, &m);
         if (r < 0)

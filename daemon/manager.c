@@ -11,11 +11,14 @@
 #include "credential.h"
 #include "engine.h"
 #include "provider.h"
+#include "store-migrate.h"
 
 #define STATE_FILE "credentials.json"
 #define INSTANCE_FILE "instance-id"
 #define STATE_FILE_MAX (4U * 1024U * 1024U)
 #define STOP_GRACE_USEC (10 * USEC_PER_SEC)
+/* --store auto: how long the Secret Service has to answer at start-up. */
+#define STORE_AUTO_PROBE_USEC (2 * USEC_PER_SEC)
 
 static int env_dir(const char *var, const char *home_fallback, const char *suffix, char **ret) {
         const char *e = getenv(var);
@@ -36,6 +39,11 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
         m->owner_uid = geteuid();
         m->keep_fresh_usec = cfg->keep_fresh_usec;
         m->request_timeout_usec = cfg->request_timeout_usec ?: 15 * USEC_PER_SEC;
+        m->store_mode = strdup(cfg->store ?: "auto");
+        if (!m->store_mode) {
+                free(m);
+                return -ENOMEM;
+        }
 
         if (cfg->state_dir)
                 m->state_dir = strdup(cfg->state_dir);
@@ -90,6 +98,7 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         /* Pending adds are cancelled with their connections when the server goes. */
         m->varlink = varlink_server_free(m->varlink);
+        store_migrate_free(m);
         while (m->credentials) {
                 Credential *c = m->credentials;
                 credential_unlink(c);
@@ -103,6 +112,7 @@ Manager *manager_free(Manager *m) {
         free(m->socket_path);
         free(m->state_dir);
         free(m->instance);
+        free(m->store_mode);
         provider_dirs_free(m->provider_dirs);
         sd_event_unref(m->event);
         free(m);
@@ -172,7 +182,8 @@ static int manager_load_instance(Manager *m) {
         return m->instance ? 0 : -ENOMEM;
 }
 
-static int manager_load_state(Manager *m) {
+/* Reads the state file: *ret is NULL when there is none. */
+static int manager_read_state(Manager *m, json_object **ret) {
         _cleanup_free_ char *path = NULL, *text = NULL;
         size_t len;
         int r;
@@ -180,48 +191,292 @@ static int manager_load_state(Manager *m) {
         if (asprintf(&path, "%s/%s", m->state_dir, STATE_FILE) < 0)
                 return -ENOMEM;
         r = read_file_full(path, STATE_FILE_MAX, &text, &len);
-        if (r == -ENOENT)
+        if (r == -ENOENT) {
+                *ret = NULL;
                 return 0;
+        }
         if (r < 0)
                 return log_error_errno(r, "Cannot read %s: %m", path);
 
-        _cleanup_(json_object_putp) json_object *root = json_tokener_parse(text);
-        json_object *a;
-        if (!root || !json_object_object_get_ex(root, "credentials", &a) || !json_object_is_type(a, json_type_array))
+        json_object *root = json_tokener_parse(text), *a;
+        if (!root || !json_object_object_get_ex(root, "credentials", &a) || !json_object_is_type(a, json_type_array)) {
+                json_object_put(root);
                 return log_error_errno(EBADMSG, "%s is malformed; refusing to start rather than lose credentials", path);
+        }
+        *ret = root;
+        return 0;
+}
 
+/* The backend an entry of the state file says holds its secrets. Entries
+ * written before there was a choice name none: the keyring. */
+static const char *state_entry_store(json_object *o) {
+        json_object *v;
+        if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, "store", &v) ||
+            json_object_is_type(v, json_type_null))
+                return STORE_KEYRING;
+        return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+}
+
+static bool store_name_known(const char *name) {
+        return streq(name, STORE_KEYRING) || streq(name, STORE_SECRET_SERVICE);
+}
+
+int manager_open_store(Manager *m, const char *name, Store **ret) {
+        Store *b = store_router_get(m->store, name);
+        int r;
+
+        if (!b) {
+                if (streq(name, STORE_KEYRING))
+                        r = store_keyring_open(m->instance, &b);
+                else if (streq(name, STORE_SECRET_SERVICE))
+                        r = store_secret_open(m->event, m->instance, NULL, &b);
+                else
+                        r = -EINVAL;
+                if (r < 0)
+                        return r;
+                r = store_router_add(m->store, b);
+                if (r < 0)
+                        return r;
+        }
+        if (ret)
+                *ret = b;
+        return 0;
+}
+
+static void manager_on_store_state(Store *s, void *userdata);
+
+/* Picks the store for new credentials (--store); for "auto", the Secret
+ * Service when one is running and its default collection is unlocked.
+ * *ret_probe is the Secret Service store opened to ask, if any; why[] says
+ * why, for the log (it must outlive *ret_probe). */
+static const char *manager_pick_store(Manager *m, Store **ret_probe, char *why, size_t why_size) {
+        const char *reason = NULL;
+
+        *ret_probe = NULL;
+        why[0] = 0;
+        if (streq(m->store_mode, STORE_KEYRING) || streq(m->store_mode, STORE_SECRET_SERVICE))
+                return m->store_mode;
+        if (!store_secret_bus_configured()) {
+                snprintf(why, why_size, "no D-Bus session bus");
+                return STORE_KEYRING;
+        }
+        int r = store_secret_open(m->event, m->instance, NULL, ret_probe);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot set up the Secret Service store, ignoring: %m");
+                snprintf(why, why_size, "cannot set up the Secret Service store");
+                return STORE_KEYRING;
+        }
+        /* Do not let the bus start a Secret Service just to be asked. */
+        store_secret_wait_ready(*ret_probe, STORE_AUTO_PROBE_USEC, true);
+        if (streq(store_state(*ret_probe, &reason, NULL), STORE_STATE_OK)) {
+                snprintf(why, why_size, "the Secret Service answered and its default collection is unlocked");
+                return STORE_SECRET_SERVICE;
+        }
+        snprintf(why, why_size, "%s", reason ?: "the Secret Service is not usable");
+        return STORE_KEYRING;
+}
+
+/* Opens, behind one router, the store for new credentials (first: the
+ * router's default), the keyring (always: it is also the Secret Service's
+ * write-ahead copy), and the Secret Service when a credential of the state
+ * file keeps its secrets there. */
+static int manager_open_stores(Manager *m, json_object *root) {
+        json_object *a = NULL;
+        bool want_secret_service = false;
+        Store *probe = NULL;
+        const char *reason;
+        char why[256];
+        unsigned pending;
+        int r;
+
+        if (root)
+                json_object_object_get_ex(root, "credentials", &a);
+        for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+                const char *where = state_entry_store(json_object_array_get_idx(a, i));
+                if (!store_name_known(where))
+                        return log_error_errno(EBADMSG,
+                                               "Entry %zu of the state file keeps its secrets in store \"%s\", which "
+                                               "this tokend does not know; refusing to start rather than lose them",
+                                               i, where);
+                want_secret_service = want_secret_service || streq(where, STORE_SECRET_SERVICE);
+        }
+
+        r = store_router_new(&m->store);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up the store: %m");
+
+        const char *def = manager_pick_store(m, &probe, why, sizeof why);
+        if (probe && (streq(def, STORE_SECRET_SERVICE) || want_secret_service))
+                r = store_router_add(m->store, TAKE_PTR(probe));
+        probe = store_free(probe);
+        if (r >= 0)
+                r = manager_open_store(m, def, NULL);
+        if (r >= 0)
+                r = store_router_set_default(m->store, def);
+        if (r >= 0)
+                r = manager_open_store(m, STORE_KEYRING, NULL);
+        if (r >= 0 && want_secret_service)
+                r = manager_open_store(m, STORE_SECRET_SERVICE, NULL);
+        if (r < 0)
+                return log_error_errno(r, "Cannot open the %s store: %m", def);
+
+        Store *d = store_router_get(m->store, def);
+        if (streq(def, STORE_SECRET_SERVICE))
+                store_secret_wait_ready(d, 0, false);
+        const char *st = store_state(d, &reason, &pending);
+        log_info("Store for new credentials: %s (--store %s%s%s); its state: %s%s%s", def, m->store_mode,
+                 why[0] ? ": " : "", why, st, reason ? ": " : "", strempty(reason));
+        m->store_state_seen = store_state(m->store, NULL, NULL);
+        store_watch(m->store, manager_on_store_state, m);
+        return 0;
+}
+
+static unsigned credential_secrets_needed(Credential *c) {
+        return (1U << SECRET_REFRESH_TOKEN) | (c->auth_method != OAUTH_AUTH_NONE ? 1U << SECRET_CLIENT_SECRET : 0);
+}
+
+static const char *secret_kind_label(SecretKind k) {
+        return k == SECRET_REFRESH_TOKEN ? "refresh token" : "client secret";
+}
+
+/* Loads a credential's secrets at start-up. A store that is locked or away
+ * does not cost the credential its grant: it waits for the store. */
+static void manager_load_secrets(Manager *m, Credential *c) {
+        const char *where = store_where(m->store, c->name);
+        bool wait = false, missing = false;
+
+        for (SecretKind k = 0; k < _SECRET_KIND_MAX; k++) {
+                if (!(credential_secrets_needed(c) & (1U << k)))
+                        continue;
+                char **slot = k == SECRET_REFRESH_TOKEN ? &c->refresh_token : &c->client_secret;
+                int r = store_load(m->store, c->name, k, slot);
+                if (r >= 0) {
+                        c->secrets_loaded |= 1U << k;
+                        continue;
+                }
+                if (store_error_is_transient(r) && c->state == CREDENTIAL_OK) {
+                        wait = true;
+                        continue;
+                }
+                log_error_errno(r, "Credential %s: %s not in the %s store (%m); re-authentication required", c->name,
+                                secret_kind_label(k), where);
+                c->state = CREDENTIAL_REAUTH_REQUIRED;
+                credential_set_last_error(c, "%s missing from the %s store", secret_kind_label(k), where);
+                missing = true;
+        }
+        /* Waiting is for credentials that would work once the store answers. */
+        if (wait && !missing) {
+                const char *reason;
+                (void) store_state(m->store, &reason, NULL);
+                log_warning("Credential %s: the %s store cannot be read now (%s); waiting for it", c->name, where,
+                            strna(reason));
+                c->secrets_deferred = true;
+                c->state = CREDENTIAL_REAUTH_REQUIRED;
+                credential_set_last_error(c, "waiting for the %s store: %s", where, strna(reason));
+        }
+        if (!c->refresh_token)
+                c->refresh_token = secret_strdup("-");
+}
+
+static void manager_on_deferred_loaded(Store *s, const char *credential, SecretKind kind, int r, char *secret,
+                                       void *userdata) {
+        Manager *m = userdata;
+        Credential *c = manager_find_credential(m, credential);
+        (void) s;
+
+        if (!c || !c->secrets_deferred) {
+                erase_and_free(secret);
+                return;
+        }
+        c->secrets_loading &= ~(1U << kind);
+        if (r < 0) {
+                if (store_error_is_transient(r))
+                        return; /* tried again when the store says "ok" */
+                log_error_errno(r, "Credential %s: %s not in the %s store (%m); re-authentication required", c->name,
+                                secret_kind_label(kind), store_where(m->store, c->name));
+                c->secrets_deferred = false;
+                credential_set_last_error(c, "%s missing from the %s store", secret_kind_label(kind),
+                                          store_where(m->store, c->name));
+                manager_update_status(m);
+                return;
+        }
+        char **slot = kind == SECRET_REFRESH_TOKEN ? &c->refresh_token : &c->client_secret;
+        erase_and_free(*slot);
+        *slot = secret;
+        c->secrets_loaded |= 1U << kind;
+        if ((c->secrets_loaded & credential_secrets_needed(c)) != credential_secrets_needed(c))
+                return;
+        c->secrets_deferred = false;
+        c->state = CREDENTIAL_OK;
+        c->last_error = mfree(c->last_error);
+        log_info("Credential %s: secrets loaded from the %s store", c->name, store_where(m->store, c->name));
+        manager_update_status(m);
+}
+
+/* Loads, without blocking, the secrets of credentials waiting for their store. */
+static void manager_retry_deferred(Manager *m) {
+        for (Credential *c = m->credentials; c; c = c->next) {
+                if (!c->secrets_deferred)
+                        continue;
+                for (SecretKind k = 0; k < _SECRET_KIND_MAX; k++) {
+                        unsigned bit = 1U << k;
+                        if (!(credential_secrets_needed(c) & bit) || ((c->secrets_loaded | c->secrets_loading) & bit))
+                                continue;
+                        if (store_load_async(m->store, c->name, k, false, manager_on_deferred_loaded, m) >= 0)
+                                c->secrets_loading |= bit;
+                }
+        }
+}
+
+static void manager_on_store_state(Store *s, void *userdata) {
+        Manager *m = userdata;
+        const char *reason;
+        unsigned pending;
+        const char *st = store_state(s, &reason, &pending);
+
+        if (!streq_ptr(st, m->store_state_seen)) {
+                const char *plural = pending == 1 ? "" : "s";
+                if (streq(st, STORE_STATE_OK))
+                        log_info("Store %s: ok (%u write%s pending)", store_name(s), pending, plural);
+                else
+                        log_warning("Store %s: %s (%s; %u write%s pending)", store_name(s), st, strna(reason), pending,
+                                    plural);
+                m->store_state_seen = st;
+        }
+        if (streq(st, STORE_STATE_OK))
+                manager_retry_deferred(m);
+        manager_update_status(m);
+}
+
+static int manager_load_state(Manager *m, json_object *root) {
+        json_object *a;
+        int r;
+
+        if (!root)
+                return 0;
+        json_object_object_get_ex(root, "credentials", &a);
         for (size_t i = 0; i < json_object_array_length(a); i++) {
+                json_object *o = json_object_array_get_idx(a, i);
                 Credential *c;
-                r = credential_from_json(m, json_object_array_get_idx(a, i), &c);
+                r = credential_from_json(m, o, &c);
                 if (r < 0) {
-                        log_error_errno(r, "%s: entry %zu is malformed, skipping: %m", path, i);
+                        log_error_errno(r, "%s/%s: entry %zu is malformed, skipping: %m", m->state_dir, STATE_FILE, i);
                         continue;
                 }
                 if (manager_find_credential(m, c->name) || m->n_credentials >= CREDENTIALS_MAX) {
-                        log_error("%s: duplicate or excess entry %s, skipping", path, c->name);
+                        log_error("%s/%s: duplicate or excess entry %s, skipping", m->state_dir, STATE_FILE, c->name);
                         credential_free(c);
                         continue;
                 }
-                r = store_load(m->store, c->name, SECRET_REFRESH_TOKEN, &c->refresh_token);
+                r = store_router_place(m->store, c->name, state_entry_store(o));
                 if (r < 0) {
-                        log_error_errno(r, "Credential %s: refresh token not in the %s store (%m); re-authentication required",
-                                        c->name, store_name(m->store));
-                        c->state = CREDENTIAL_REAUTH_REQUIRED;
-                        credential_set_last_error(c, "refresh token missing from the %s store", store_name(m->store));
-                        c->refresh_token = secret_strdup("-");
+                        credential_free(c);
+                        return log_error_errno(r, "Cannot place credential %s: %m", c->name);
                 }
-                if (c->auth_method != OAUTH_AUTH_NONE) {
-                        r = store_load(m->store, c->name, SECRET_CLIENT_SECRET, &c->client_secret);
-                        if (r < 0) {
-                                log_error_errno(r, "Credential %s: client secret not in the store (%m)", c->name);
-                                c->state = CREDENTIAL_REAUTH_REQUIRED;
-                                credential_set_last_error(c, "client secret missing from the %s store",
-                                                          store_name(m->store));
-                        }
-                }
+                manager_load_secrets(m, c);
                 credential_link(m, c);
         }
-        log_info("Loaded %u credentials from %s", m->n_credentials, path);
+        log_info("Loaded %u credentials from %s/%s", m->n_credentials, m->state_dir, STATE_FILE);
         return 0;
 }
 
@@ -297,10 +552,14 @@ int manager_start(Manager *m, const char *socket_path) {
         r = manager_load_instance(m);
         if (r < 0)
                 return r;
-        r = store_keyring_open(m->instance, &m->store);
+        _cleanup_(json_object_putp) json_object *root = NULL;
+        r = manager_read_state(m, &root);
         if (r < 0)
                 return r;
-        r = manager_load_state(m);
+        r = manager_open_stores(m, root);
+        if (r < 0)
+                return r;
+        r = manager_load_state(m, root);
         if (r < 0)
                 return r;
 
@@ -316,8 +575,10 @@ void manager_update_status(Manager *m) {
         unsigned reauth = 0;
         for (Credential *c = m->credentials; c; c = c->next)
                 reauth += c->state != CREDENTIAL_OK;
-        (void) sd_notifyf(false, "STATUS=%u credentials (%u need login), %u tokens cached, store: %s",
-                          m->n_credentials, reauth, engine_count_cached(m), m->store ? store_name(m->store) : "none");
+        const char *st = m->store ? store_state(m->store, NULL, NULL) : "none";
+        (void) sd_notifyf(false, "STATUS=%u credentials (%u need login), %u tokens cached, store: %s (%s)",
+                          m->n_credentials, reauth, engine_count_cached(m), m->store ? store_name(m->store) : "none",
+                          st);
 }
 
 static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {

@@ -16,6 +16,7 @@ typedef struct Credential Credential;
 typedef struct AddOperation AddOperation;
 typedef struct LoginOperation LoginOperation;
 typedef struct RevokeOperation RevokeOperation;
+typedef struct MigrateOperation MigrateOperation;
 
 #define CREDENTIALS_MAX 256U
 
@@ -26,13 +27,17 @@ typedef struct ManagerConfig {
         const char *providers_dir;     /* searched before the user's and the system's preset dirs */
         uint64_t keep_fresh_usec;      /* keep refreshing a token this long after its last use */
         uint64_t request_timeout_usec; /* how long a GetToken may wait for a refresh */
+        const char *store;             /* for new credentials: "auto" (NULL), "keyring" or "secret-service" */
 } ManagerConfig;
 
 typedef struct Manager {
         sd_event *event;
         VarlinkServer *varlink;
         Http *http;
-        Store *store;
+        Store *store; /* a router (store-router.c) over the backends in use */
+        char *store_mode; /* --store */
+        const char *store_state_seen; /* last state logged */
+        MigrateOperation *migration;
 
         Credential *credentials;
         unsigned n_credentials;
@@ -67,6 +72,9 @@ void manager_update_status(Manager *m);
 Credential *manager_find_credential(Manager *m, const char *name);
 /* An add, login or revocation of this credential name is in progress. */
 bool manager_name_busy(Manager *m, const char *name);
+/* Opens store backend `name` ("keyring", "secret-service") behind the
+ * router, unless it is open already. */
+int manager_open_store(Manager *m, const char *name, Store **ret);
 /* Persists non-secret credential metadata atomically. Logs on failure. */
 int manager_save_state(Manager *m);
 

@@ -15,12 +15,13 @@ typedef struct KeyringStore {
         Store base;
         key_serial_t keyring; /* the instance keyring */
         char *prefix;         /* "tokend:INSTANCE:" */
+        char *suffix;         /* appended to descriptions; "" for the keyring backend */
 } KeyringStore;
 
 #define KEY_PERM_OWNER (KEY_POS_VIEW | KEY_POS_READ | KEY_POS_WRITE | KEY_POS_SEARCH | KEY_POS_LINK | KEY_POS_SETATTR)
 
 static int key_description(KeyringStore *k, const char *credential, SecretKind kind, char **ret) {
-        if (asprintf(ret, "%s%s:%s", k->prefix, credential, secret_kind_to_string(kind)) < 0)
+        if (asprintf(ret, "%s%s:%s%s", k->prefix, credential, secret_kind_to_string(kind), k->suffix) < 0)
                 return -ENOMEM;
         return 0;
 }
@@ -94,6 +95,7 @@ static int keyring_remove(Store *s, const char *credential, SecretKind kind) {
 static void keyring_free(Store *s) {
         KeyringStore *k = (KeyringStore *) s;
         free(k->prefix);
+        free(k->suffix);
         free(k);
 }
 
@@ -105,7 +107,7 @@ static const StoreOps keyring_ops = {
         .free = keyring_free,
 };
 
-int store_keyring_open(const char *instance, Store **ret) {
+int store_keyring_open_suffixed(const char *instance, const char *suffix, Store **ret) {
         _cleanup_free_ char *name = NULL;
 
         /* Link the persistent keyring into our process keyring, so we possess it. */
@@ -132,10 +134,17 @@ int store_keyring_open(const char *instance, Store **ret) {
                 return -ENOMEM;
         k->base.ops = &keyring_ops;
         k->keyring = kr;
-        if (asprintf(&k->prefix, "%s:", name) < 0) {
-                free(k);
+        if (asprintf(&k->prefix, "%s:", name) < 0)
+                k->prefix = NULL;
+        k->suffix = strdup(suffix);
+        if (!k->prefix || !k->suffix) {
+                keyring_free(&k->base);
                 return -ENOMEM;
         }
         *ret = &k->base;
         return 0;
+}
+
+int store_keyring_open(const char *instance, Store **ret) {
+        return store_keyring_open_suffixed(instance, "", ret);
 }
