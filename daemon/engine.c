@@ -220,6 +220,9 @@ static int entry_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         if (e->refresh_at > 0 && now >= e->refresh_at) {
                 e->refresh_at = 0;
                 if (now - e->last_used <= m->keep_fresh_usec) {
+                        /* Already queued or being refreshed: that refresh plans the next one. */
+                        if (e->queued || e->cred->refreshing == e)
+                                return 0;
                         log_debug("Refreshing a token of credential %s proactively", e->cred->name);
                         e->queued = true;
                         e->queue_seq = ++m->queue_seq;
@@ -370,8 +373,7 @@ static void cred_schedule_retry(Credential *c, int64_t retry_after) {
                 (void) sd_event_source_set_time(c->retry_timer, c->retry_at);
         }
         (void) sd_event_source_set_enabled(c->retry_timer, SD_EVENT_ONESHOT);
-        log_info("Credential %s: provider unavailable (%s), retrying in %.1fs", c->name, strna(c->last_error),
-                 (double) d / USEC_PER_SEC);
+        log_info("Credential %s: %s; retrying in %.1fs", c->name, strna(c->last_error), (double) d / USEC_PER_SEC);
 }
 
 /* Saves the in-memory refresh token when the store has an older one. */
@@ -419,6 +421,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                         credential_set_last_error(c, "cannot save rotated refresh token");
                         if (e)
                                 entry_fail_waiters(e, ERR_STORE, "cannot save the rotated refresh token");
+                        cred_schedule_retry(c, -1);
                         break;
                 }
                 c->last_error = mfree(c->last_error);
@@ -429,7 +432,10 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                         break;
                 }
                 log_debug("Credential %s: token refreshed", c->name);
-                uint64_t now = now_boot();
+                /* Judge the fresh token as of its issue, so a min_ttl equal to
+                 * the provider's lifetime is met rather than missed by the
+                 * microseconds spent here. */
+                uint64_t now = e->expires - e->lifetime;
                 for (Waiter *w = e->waiters, *next; w; w = next) {
                         next = w->next;
                         VarlinkCall *call = w->call;
@@ -509,8 +515,12 @@ static void cred_kick(Credential *c) {
         }
         if (c->store_dirty && cred_flush_store(c) < 0) {
                 for (TokenEntry *e = c->entries; e; e = e->next)
-                        if (e->queued)
+                        if (e->queued) {
                                 entry_fail_waiters(e, ERR_STORE, "cannot save the rotated refresh token");
+                                entry_schedule(e); /* a token it still holds is wiped at expiry */
+                        }
+                /* The only valid refresh token is in memory: keep trying to save it. */
+                cred_schedule_retry(c, -1);
                 return;
         }
 
@@ -609,8 +619,10 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
         }
 
         Waiter *w = calloc(1, sizeof *w);
-        if (!w)
+        if (!w) {
+                entry_gc(e);
                 return -ENOMEM;
+        }
         w->entry = e;
         w->call = call;
         w->min_ttl = min_ttl;
@@ -686,7 +698,7 @@ json_object *engine_entries_to_json(Credential *c) {
                 json_object_object_add(o, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
                 /* Only when it will happen: a token unused for longer than
                  * --keep-fresh by then is left to expire. */
-                if (e->refresh_at > 0 && e->refresh_at - e->last_used <= c->manager->keep_fresh_usec)
+                if (e->refresh_at > e->last_used && e->refresh_at - e->last_used <= c->manager->keep_fresh_usec)
                         json_object_object_add(o, "refresh_at", json_object_new_int64(boot_to_epoch_sec(e->refresh_at)));
                 json_object_array_add(a, o);
         }
@@ -700,6 +712,12 @@ unsigned engine_count_cached(Manager *m) {
                 for (TokenEntry *e = c->entries; e; e = e->next)
                         n += e->access_token && e->expires > now;
         return n;
+}
+
+void engine_flush_stores(Manager *m) {
+        for (Credential *c = m->credentials; c; c = c->next)
+                if (c->store_dirty)
+                        (void) cred_flush_store(c);
 }
 
 bool engine_busy(Manager *m) {

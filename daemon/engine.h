@@ -31,6 +31,8 @@ void engine_flush(Credential *c, const char *error, const char *reason);
 json_object *engine_entries_to_json(Credential *c);
 unsigned engine_count_cached(Manager *m);
 bool engine_busy(Manager *m); /* refreshes in flight */
+/* One last attempt to save rotated refresh tokens the store refused earlier (at stop). */
+void engine_flush_stores(Manager *m);
 
 /* Starts a refresh_token grant for the credential with the given scopes
  * (NULL or empty: no scope parameter, i.e. the whole grant). */

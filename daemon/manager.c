@@ -598,6 +598,7 @@ void manager_stop(Manager *m) {
         if (m->stopping)
                 return;
         m->stopping = true;
+        engine_flush_stores(m);
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: finishing refreshes in flight");
         log_info("Stopping");
         if (!engine_busy(m)) {

@@ -9,8 +9,9 @@
    io.tokend.agent.ProviderUnavailable (with a reason and retry_after) after --request-timeout,
    while a still-valid cached token keeps being served at once; `tokenctl list` shows the state
    "backoff" and the last error; tokenctl exits 6. When the provider recovers, tokens flow again.
-4. min_ttl: a min_ttl the cached token cannot meet triggers a refresh and the fresh token meets it;
-   a min_ttl longer than the provider's lifetime gets io.tokend.agent.LifetimeTooShort.
+4. min_ttl: a min_ttl the cached token cannot meet triggers a refresh and the fresh token meets it,
+   also when min_ttl equals the provider's lifetime (one refresh); a min_ttl longer than the
+   provider's lifetime gets io.tokend.agent.LifetimeTooShort.
 5. URL rules: a plain-http issuer is refused without --insecure-loopback (loopback) and always
    (elsewhere), with a clear message and exit 7.
 """
@@ -92,6 +93,10 @@ def main(ctx):
     t = d.get_token("p", ["read"], min_ttl=29)
     check("error" not in t and t["parameters"]["expires_at"] - time.time() >= 28,
           "min_ttl 29 is met (by a fresh token if needed)", t)
+    before = srv.refresh_count()
+    t = d.get_token("p", ["openid", "read"], min_ttl=30)
+    check("error" not in t, "min_ttl equal to the provider's lifetime is met by a fresh token", t)
+    check(srv.refresh_count() == before + 1, "with exactly one refresh")
     m = d.get_token("p", ["read"], min_ttl=31)
     check(m.get("error") == "io.tokend.agent.LifetimeTooShort" and m["parameters"].get("lifetime") == 30,
           "min_ttl 31 > 30 s lifetime: LifetimeTooShort with the lifetime", m)
