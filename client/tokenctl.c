@@ -13,6 +13,7 @@
 
 #include "common/fileio.h"
 #include "common/util.h"
+#include "tokenctl-audit.h"
 #include "varlink.h"
 
 /* Exit codes scripts can rely on (also in --help and README). */
@@ -735,6 +736,10 @@ static int verb_store(int argc, char *argv[]) {
         return EXIT_OK;
 }
 
+static int verb_audit(int argc, char *argv[]) {
+        return tokenctl_audit(argc, argv, arg_json);
+}
+
 static int verb_help(int argc, char *argv[]);
 
 static const Verb verbs[] = {
@@ -748,6 +753,9 @@ static const Verb verbs[] = {
         { "remove", "NAME", "Remove a credential and its secrets (local only)", verb_remove },
         { "store", "migrate --to keyring|secret-service", "Move every credential's secrets to another store",
           verb_store },
+        { "audit", "[--since TIME] [--credential NAME] [--agent EXE-or-UNIT] [--json] [--state-dir DIR]",
+          "Show the audit trail: tokens issued and refused, refreshes, logins (journal and fallback file)",
+          verb_audit },
         { "help", "", "Show this help", verb_help },
         {},
 };

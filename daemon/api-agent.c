@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/api-agent.c: io.tokend.agent, the interface agents call. */
+#include "audit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
@@ -51,6 +52,9 @@ static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCa
 
         Credential *c = manager_find_credential(m, p.credential);
         if (!c) {
+                audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .credential = p.credential, .scopes = &scopes,
+                                              .resource = p.resource, .agent = audit_call_agent(call),
+                                              .reason = "io.tokend.agent.NoSuchCredential" });
                 scope_set_done(&scopes);
                 return varlink_call_error(call, "io.tokend.agent.NoSuchCredential",
                                           engine_error_parameters(p.credential, "io.tokend.agent.NoSuchCredential",
@@ -61,19 +65,22 @@ static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCa
 
 static int agent_who_am_i(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
         static const VarlinkField fields[] = { {} };
-        _cleanup_(peer_identity_done) PeerIdentity id = { .pidfd = -1 };
         const char *bad = NULL;
         (void) flags;
         (void) userdata;
 
         if (varlink_parse_parameters(parameters, fields, NULL, &bad) < 0)
                 return varlink_call_error_invalid_parameter(call, bad);
-        int r = peer_identify(varlink_connection_peer(varlink_call_connection(call)), &id);
-        if (r == -ESRCH)
+        /* Identified once, at connect (manager.c); a caller gone by then was
+         * refused. The identity holds only while the pinned process lives
+         * (its socket may have been handed on): a poll, no /proc read. */
+        const PeerIdentity *id = audit_call_agent(call);
+        if (!id || peer_exited(id))
                 return varlink_call_error(call, "io.tokend.agent.CallerGone", NULL);
-        if (r < 0)
-                return r;
-        return varlink_call_reply(call, peer_identity_to_json(&id));
+        json_object *o = peer_identity_to_json(id);
+        if (!o)
+                return -ENOMEM;
+        return varlink_call_reply(call, o);
 }
 
 static const VarlinkMethod agent_methods[] = {

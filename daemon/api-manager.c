@@ -2,6 +2,7 @@
 /* daemon/api-manager.c: io.tokend.manager, the owner's interface. */
 #include <stdio.h>
 
+#include "audit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
@@ -112,6 +113,8 @@ static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userd
         op->cred = NULL; /* now the manager's */
 
         log_info("Credential %s added (client %s, %zu scopes)", c->name, c->client_id, c->scopes.n);
+        audit_log(op->manager, &(AuditRecord) { .event = AUDIT_ADD, .credential = c->name, .scopes = &c->scopes,
+                                                .agent = audit_call_agent(op->call) });
         json_object *p = json_object_new_object();
         if (p)
                 json_object_object_add(p, "credential", credential_to_json(c, false));
@@ -286,6 +289,7 @@ static int manager_remove_credential(VarlinkCall *call, json_object *parameters,
                 return varlink_call_error(call, ERR_NO_SUCH, params_kv("name", name, NULL, NULL));
 
         log_info("Credential %s removed", c->name);
+        audit_log(m, &(AuditRecord) { .event = AUDIT_REMOVE, .credential = c->name, .agent = audit_call_agent(call) });
         manager_remove(m, c);
         return varlink_call_reply(call, NULL);
 }
@@ -394,6 +398,8 @@ static void revoke_on_done(HttpRequest *req, const HttpResponse *resp, void *use
         if (resp->status == 200) {
                 if (c) {
                         log_info("Credential %s revoked at the provider and removed", c->name);
+                        audit_log(m, &(AuditRecord) { .event = AUDIT_REVOKE, .credential = c->name,
+                                                      .agent = audit_call_agent(call) });
                         manager_remove(m, c);
                 }
                 revoke_free(op);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "audit.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine.h"
@@ -72,6 +73,22 @@ static int64_t boot_to_epoch_sec(uint64_t boot) {
 static void cred_kick(Credential *c);
 static void entry_schedule(TokenEntry *e);
 
+/* ---- audit: one record per decision ---- */
+
+static void engine_audit(Credential *c, AuditEvent ev, VarlinkCall *call, const ScopeSet *scopes,
+                         const char *resource, const char *token, const char *reason) {
+        audit_log(c->manager, &(AuditRecord) { .event = ev, .credential = c->name, .scopes = scopes,
+                                               .resource = resource, .agent = audit_call_agent(call),
+                                               .token = token, .reason = reason });
+}
+
+/* Refuses a GetToken call with a named error, on the record. */
+static int engine_deny(Credential *c, VarlinkCall *call, const ScopeSet *scopes, const char *resource,
+                       const char *error, json_object *params) {
+        engine_audit(c, AUDIT_DENY, call, scopes, resource, NULL, error);
+        return varlink_call_error(call, error, params);
+}
+
 /* ---- replies ---- */
 
 json_object *engine_error_parameters(const char *credential, const char *error, const char *reason,
@@ -112,9 +129,10 @@ static int64_t cred_retry_after_sec(Credential *c) {
 /* Answers a waiter's call with an error and forgets the waiter. */
 static void waiter_fail(Waiter *w, const char *error, json_object *params) {
         VarlinkCall *call = w->call;
+        TokenEntry *e = w->entry;
         varlink_call_set_cancel(call, NULL, NULL);
         waiter_free(w);
-        varlink_call_error(call, error, params);
+        (void) engine_deny(e->cred, call, &e->scopes, e->resource, error, params);
 }
 
 static void entry_fail_waiters(TokenEntry *e, const char *error, const char *reason) {
@@ -160,6 +178,8 @@ static int entry_reply(TokenEntry *e, VarlinkCall *call) {
         json_object_object_add(p, "token_type", json_object_new_string(e->token_type ?: "Bearer"));
         json_object_object_add(p, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
         json_object_object_add(p, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
+        engine_audit(e->cred, AUDIT_ISSUE, call, e->granted.n > 0 ? &e->granted : &e->scopes, e->resource,
+                     e->access_token, NULL);
         return varlink_call_reply(call, p);
 }
 
@@ -384,6 +404,7 @@ static int cred_flush_store(Credential *c) {
         if (r < 0)
                 return log_error_errno(r, "Credential %s: cannot save the rotated refresh token: %m", c->name);
         c->store_dirty = false;
+        engine_audit(c, AUDIT_ROTATE, NULL, NULL, NULL, NULL, NULL);
         return 0;
 }
 
@@ -415,6 +436,9 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
 
         switch (o) {
         case OAUTH_OK: {
+                /* On behalf of the first waiter, if any; else proactive (no agent). */
+                engine_audit(c, AUDIT_REFRESH, e && e->waiters ? e->waiters->call : NULL, e ? &e->scopes : NULL,
+                             e ? e->resource : NULL, t.access_token, NULL);
                 int r = cred_adopt_refresh_token(c, t.refresh_token);
                 c->failures = 0;
                 if (r < 0) {
@@ -454,6 +478,8 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                             err.code);
                 credential_set_last_error(c, "%s%s%s", err.code, err.description[0] ? ": " : "", err.description);
                 c->state = CREDENTIAL_REAUTH_REQUIRED;
+                engine_audit(c, AUDIT_REAUTH_NEEDED, e && e->waiters ? e->waiters->call : NULL, e ? &e->scopes : NULL,
+                             e ? e->resource : NULL, NULL, err.code);
                 (void) manager_save_state(m);
                 engine_flush(c, ERR_REAUTH, NULL);
                 e = NULL;
@@ -573,10 +599,11 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
         *scopes = (ScopeSet) {};
         if (c->secrets_deferred)
                 /* Its secrets are in a store that is locked or away: not a login problem. */
-                return varlink_call_error(call, ERR_STORE,
-                                          engine_error_parameters(c->name, ERR_STORE, c->last_error ?: "the store is not available", -1));
+                return engine_deny(c, call, &requested, resource, ERR_STORE,
+                                   engine_error_parameters(c->name, ERR_STORE, c->last_error ?: "the store is not available", -1));
         if (c->state != CREDENTIAL_OK)
-                return varlink_call_error(call, ERR_REAUTH, engine_error_parameters(c->name, ERR_REAUTH, NULL, -1));
+                return engine_deny(c, call, &requested, resource, ERR_REAUTH,
+                                   engine_error_parameters(c->name, ERR_REAUTH, NULL, -1));
 
         if (requested.n == 0 && scope_set_copy(&c->scopes, &requested) < 0)
                 return -ENOMEM;
@@ -589,7 +616,7 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
                                 json_object_object_add(p, "scopes", scope_set_to_json(&missing));
                         }
                         scope_set_done(&missing);
-                        return varlink_call_error(call, ERR_SCOPE, p);
+                        return engine_deny(c, call, &requested, resource, ERR_SCOPE, p);
                 }
         }
 
@@ -597,9 +624,9 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
         if (!e) {
                 r = entry_new(c, &requested, resource, &e);
                 if (r == -EBUSY)
-                        return varlink_call_error(call, ERR_UNAVAILABLE,
-                                                  engine_error_parameters(c->name, ERR_UNAVAILABLE,
-                                                                          "too many distinct scope sets in use", -1));
+                        return engine_deny(c, call, &requested, resource, ERR_UNAVAILABLE,
+                                           engine_error_parameters(c->name, ERR_UNAVAILABLE,
+                                                                   "too many distinct scope sets in use", -1));
                 if (r < 0)
                         return r;
         }
@@ -615,7 +642,7 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
                         json_object_object_add(p, "credential", json_object_new_string(c->name));
                         json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (e->lifetime / USEC_PER_SEC)));
                 }
-                return varlink_call_error(call, ERR_LIFETIME, p);
+                return engine_deny(c, call, &e->scopes, resource, ERR_LIFETIME, p);
         }
 
         Waiter *w = calloc(1, sizeof *w);

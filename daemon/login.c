@@ -7,6 +7,7 @@
  * connection cancels the login. */
 #include <stdio.h>
 
+#include "audit.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -176,6 +177,8 @@ static void login_complete(LoginOperation *op, TokenResponse *t) {
         }
         op->cred = NULL; /* the manager's now */
         log_info("Credential %s added by %s login (client %s)", c->name, login_flow_table[op->flow], c->client_id);
+        audit_log(op->manager, &(AuditRecord) { .event = AUDIT_LOGIN, .credential = c->name, .scopes = &c->scopes,
+                                                .agent = audit_call_agent(op->call) });
         json_object *p = params_kv("event", "done", NULL, NULL);
         if (p)
                 json_object_object_add(p, "credential", credential_to_json(c, false));

@@ -5,11 +5,13 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "audit.h"
 #include "common/fileio.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
 #include "engine.h"
+#include "peer.h"
 #include "provider.h"
 #include "store-migrate.h"
 
@@ -106,6 +108,7 @@ Manager *manager_free(Manager *m) {
         }
         m->http = http_free(m->http);
         m->store = store_free(m->store);
+        m->audit = audit_free(m->audit);
         sd_event_source_disable_unref(m->stop_timer);
         if (m->socket_path)
                 (void) unlink(m->socket_path);
@@ -480,6 +483,8 @@ static int manager_load_state(Manager *m, json_object *root) {
         return 0;
 }
 
+/* Identifies the peer once, at connect: its identity, kept as the connection's
+ * userdata, is what WhoAmI answers and what the audit trail records. */
 static int on_connect(VarlinkServer *s, VarlinkConnection *conn, void *userdata) {
         Manager *m = userdata;
         const VarlinkPeer *peer = varlink_connection_peer(conn);
@@ -487,12 +492,47 @@ static int on_connect(VarlinkServer *s, VarlinkConnection *conn, void *userdata)
 
         if (m->stopping)
                 return -ESHUTDOWN;
+
+        PeerIdentity *id = calloc(1, sizeof *id);
+        if (!id)
+                return -ENOMEM;
+        int r = peer_identify(peer, id);
+        if (r == -ESRCH) {
+                /* Gone, or its PID recycled, before it could be identified:
+                 * nobody to answer. */
+                free(id);
+                log_debug("Refusing connection from pid %d: the caller is gone", (int) peer->pid);
+                return -ECONNREFUSED;
+        }
+        if (r < 0) {
+                /* /proc unreadable (another uid, hidepid=): keep what the
+                 * kernel said at connect, without exe, cgroup or unit. */
+                log_debug_errno(r, "Cannot identify pid %d fully, keeping its credentials only: %m", (int) peer->pid);
+                *id = (PeerIdentity) { .uid = peer->uid, .gid = peer->gid, .pid = peer->pid, .pidfd = -1 };
+        }
+        varlink_connection_set_userdata(conn, id);
+
         if (peer->uid != m->owner_uid) {
                 log_notice("Refusing connection from uid %u (pid %d): tokend serves uid %u only", (unsigned) peer->uid,
                            (int) peer->pid, (unsigned) m->owner_uid);
+                audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .agent = id,
+                                              .reason = "org.varlink.service.PermissionDenied",
+                                              .message = "tokend deny: connection from another uid refused" });
                 return -EPERM;
         }
         return 0;
+}
+
+static void on_disconnect(VarlinkServer *s, VarlinkConnection *conn, void *userdata) {
+        PeerIdentity *id = varlink_connection_get_userdata(conn);
+        (void) s;
+        (void) userdata;
+
+        varlink_connection_set_userdata(conn, NULL);
+        if (id) {
+                peer_identity_done(id);
+                free(id);
+        }
 }
 
 static int manager_listen(Manager *m, const char *socket_path) {
@@ -548,6 +588,9 @@ int manager_start(Manager *m, const char *socket_path) {
         if (r < 0)
                 return log_error_errno(r, "Cannot create state directory %s: %m", m->state_dir);
         remove_stale_temp_files(m->state_dir);
+        r = audit_new(m->owner_uid, m->state_dir, &m->audit);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up the audit trail: %m");
 
         r = manager_load_instance(m);
         if (r < 0)
@@ -564,7 +607,7 @@ int manager_start(Manager *m, const char *socket_path) {
                 return r;
 
         (void) varlink_server_set_info(m->varlink, "tokend", "tokend", PACKAGE_VERSION, PACKAGE_URL);
-        varlink_server_set_callbacks(m->varlink, on_connect, NULL, m);
+        varlink_server_set_callbacks(m->varlink, on_connect, on_disconnect, m);
         if ((r = varlink_server_add_interface(m->varlink, &agent_interface)) < 0 ||
             (r = varlink_server_add_interface(m->varlink, &manager_interface)) < 0)
                 return log_error_errno(r, "Cannot register interfaces: %m");

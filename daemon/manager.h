@@ -17,6 +17,7 @@ typedef struct AddOperation AddOperation;
 typedef struct LoginOperation LoginOperation;
 typedef struct RevokeOperation RevokeOperation;
 typedef struct MigrateOperation MigrateOperation;
+typedef struct Audit Audit;
 
 #define CREDENTIALS_MAX 256U
 
@@ -38,6 +39,7 @@ typedef struct Manager {
         char *store_mode; /* --store */
         const char *store_state_seen; /* last state logged */
         MigrateOperation *migration;
+        Audit *audit; /* audit.c: where the audit trail goes */
 
         Credential *credentials;
         unsigned n_credentials;

@@ -640,6 +640,10 @@ class Context:
         if os.environ.get("TOKEND_IT_KEEP"):
             print(f"(kept {self.tmp})")
         else:
+            # tokend makes its audit fallback file append-only where it can (root): undo that first.
+            for root, _, files in os.walk(self.tmp):
+                if "audit.log" in files:
+                    subprocess.run(["chattr", "-a", os.path.join(root, "audit.log")], capture_output=True)
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -165,6 +165,10 @@ static void write_all(int fd, const void *buf, size_t n) {
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
+                        /* The daemon closed the connection (a caller gone at
+                         * connect is refused): the read reports CLOSED. */
+                        if (errno == EPIPE || errno == ECONNRESET)
+                                return;
                         die("send: %m");
                 }
                 p += k;
