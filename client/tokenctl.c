@@ -437,6 +437,80 @@ static int verb_list(int argc, char *argv[]) {
         return EXIT_OK;
 }
 
+/* tokenctl status: the daemon at a glance, in the manner of systemctl status. */
+static int verb_status(int argc, char *argv[]) {
+        _cleanup_(varlink_client_freep) VarlinkClient *client = NULL;
+        _cleanup_(json_object_putp) json_object *info = NULL, *list = NULL;
+        const char *error = NULL;
+        (void) argv;
+
+        if (argc > 1) {
+                fprintf(stderr, "tokenctl status: takes no arguments.\n");
+                return EXIT_USAGE;
+        }
+        int r = connect_daemon(&client);
+        if (r < 0)
+                return -r;
+        r = varlink_client_call(client, "org.varlink.service.GetInfo", NULL, 0, CALL_TIMEOUT_USEC, &info, &error, NULL);
+        if (r < 0 || error) {
+                fprintf(stderr, "tokenctl: tokend did not answer GetInfo%s%s.\n", error ? ": " : "", strempty(error));
+                return r < 0 ? EXIT_NO_DAEMON : EXIT_FAILURE_;
+        }
+        r = varlink_client_call(client, "io.tokend.manager.ListCredentials", NULL, 0, CALL_TIMEOUT_USEC, &list, &error,
+                                NULL);
+        if (r < 0)
+                return EXIT_NO_DAEMON;
+        if (error)
+                return report_error(error, list, NULL);
+
+        json_object *creds = NULL;
+        json_object_object_get_ex(list, "credentials", &creds);
+        size_t n = creds ? json_object_array_length(creds) : 0, cached = 0, trouble = 0;
+        for (size_t i = 0; i < n; i++) {
+                json_object *c = json_object_array_get_idx(creds, i), *e = NULL;
+                if (json_object_object_get_ex(c, "cached", &e))
+                        cached += json_object_array_length(e);
+                trouble += !streq(strempty(json_str(c, "state")), "ok");
+        }
+        const char *store_state = strna(json_str(list, "store_state"));
+
+        if (arg_json) {
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "version", json_object_get(json_object_object_get(info, "version")));
+                json_object_object_add(o, "store", json_object_get(json_object_object_get(list, "store")));
+                json_object_object_add(o, "store_state", json_object_get(json_object_object_get(list, "store_state")));
+                json_object_object_add(o, "credentials", json_object_new_int64((int64_t) n));
+                json_object_object_add(o, "cached_tokens", json_object_new_int64((int64_t) cached));
+                json_object_object_add(o, "credentials_not_ok", json_object_new_int64((int64_t) trouble));
+                printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
+                json_object_put(o);
+                return EXIT_OK;
+        }
+        bool healthy = trouble == 0 && streq(store_state, "ok");
+        printf("%s tokend %s\n", healthy ? "\xe2\x97\x8f" : "\xc3\x97", strna(json_str(info, "version")));
+        _cleanup_free_ char *path = NULL;
+        (void) socket_path(&path);
+        printf("      Socket: %s\n", strna(path));
+        printf("       Store: %s (%s", strna(json_str(list, "store")), store_state);
+        if (json_str(list, "store_reason"))
+                printf(": %s", json_str(list, "store_reason"));
+        int64_t pending = json_int(list, "store_pending", 0);
+        if (pending > 0)
+                printf("; %" PRId64 " write%s pending", pending, pending == 1 ? "" : "s");
+        printf(")\n");
+        printf(" Credentials: %zu (%zu not ok)\n", n, trouble);
+        printf("Cached tokens: %zu\n", cached);
+        printf("   Approvals: none pending\n");
+        for (size_t i = 0; i < n; i++) {
+                json_object *c = json_object_array_get_idx(creds, i);
+                if (streq(strempty(json_str(c, "state")), "ok") && !json_str(c, "last_error"))
+                        continue;
+                printf("  %s: %s%s%s\n", strna(json_str(c, "name")), strna(json_str(c, "state")),
+                       json_str(c, "last_error") ? ": " : "", strempty(json_str(c, "last_error")));
+        }
+        return healthy ? EXIT_OK : EXIT_FAILURE_;
+}
+
 static int verb_token(int argc, char *argv[]) {
         enum { ARG_SCOPE = 0x100, ARG_RESOURCE, ARG_MIN_TTL };
         static const struct option options[] = {
@@ -746,6 +820,7 @@ static const Verb verbs[] = {
         { "add", "NAME (--issuer URL | --token-endpoint URL) --client-id ID [--client-secret-file F] [--scope S]...",
           "Add a credential; the refresh token is read from standard input", verb_add },
         { "list", "", "List credentials, their state and cached tokens", verb_list },
+        { "status", "", "Show the daemon's version, store, credentials, cached tokens and problems", verb_status },
         { "token", "NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]", "Print an access token", verb_token },
         { "login", "NAME (--provider P [--tenant T] | --issuer URL) --client-id ID [--client-secret-file F] [--scope S]... [--flow device|auth-code]",
           "Log in at a provider (device flow or browser); tokend keeps the credential", verb_login },

@@ -24,7 +24,7 @@ def main(ctx):
     require_keyring()
     srv = ctx.oauth_server()
     srv.reset_stats()
-    d = ctx.tokend()
+    d = ctx.tokend(extra_args=["--store", "auto"])
     info = wait_store(d, "ok", pending=0)
     check(info["store"] == "secret-service", "auto with an unlocked Secret Service: secret-service", info)
     d.add("first", srv)

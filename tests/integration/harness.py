@@ -450,6 +450,9 @@ class Tokend:
             self.args += ["--keep-fresh", str(keep_fresh)]
         if request_timeout is not None:
             self.args += ["--request-timeout", str(request_timeout)]
+        if not any(str(a).startswith("--store") for a in extra_args):
+            # Deterministic: --store auto would pick a Secret Service on a desktop session bus.
+            self.args += ["--store", "keyring"]
         self.args += list(extra_args)
         self.proc = None
         self.instance = None

@@ -65,6 +65,14 @@ def main(ctx):
         check(len(row) == 1 and row[0].split()[1] == "ok", f"{name}: tokenctl list shows state ok", out)
         check("token: expires" in out, f"{name}: tokenctl list shows a cached token", out)
 
+        rc, out, err = d.tokenctl("status")
+        check(rc == 0 and "Credentials:" in out and "(0 not ok)" in out and "Store: keyring (ok)" in out,
+              f"{name}: tokenctl status is healthy", (rc, out, err))
+        rc, out, err = d.tokenctl("--json", "status")
+        st = json.loads(out) if rc == 0 else {}
+        check(st.get("version") and st.get("store") == "keyring" and st.get("cached_tokens", 0) >= 1,
+              f"{name}: tokenctl --json status", (rc, out))
+
         creds = d.list_json()
         c = creds.get(name)
         check(c is not None, f"{name}: --json list has the credential", creds)

@@ -33,6 +33,9 @@ def check_reauth_state(srv, d, when):
           f'{when}: tokenctl --json list has "state":"reauth-required"', c)
     check(bool(c.get("last_error")), f"{when}: --json list has a last_error", c)
 
+    rc, out, err = d.tokenctl("status")
+    check(rc == 1 and NAME in out and "reauth-required" in out and "1 not ok" in out,
+          f"{when}: tokenctl status exits 1 and names the credential needing a login", (rc, out))
     before = srv.stats()
     rc, out, err = d.tokenctl("token", NAME)
     check(rc == EXIT_REAUTH, f"{when}: tokenctl token {NAME} exits {EXIT_REAUTH}", (rc, err))
