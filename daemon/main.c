@@ -144,6 +144,24 @@ static void harden_process(void) {
         }
 }
 
+/* Test-only fault switch (tests/system): with $TOKEND_TEST_FAULTS=1, SIGUSR2
+ * makes the event loop hang for good, so that the service manager's watchdog
+ * (WatchdogSec=) has to kill and restart the daemon. Off unless asked for. */
+static bool test_faults_enabled(void) {
+        const char *e = getenv("TOKEND_TEST_FAULTS");
+        return e && streq(e, "1");
+}
+
+static int on_fault_hang(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) s;
+        (void) si;
+        (void) userdata;
+        log_warning("TOKEND_TEST_FAULTS: SIGUSR2 received, hanging the event loop on purpose");
+        for (;;)
+                sleep(60);
+        return 0;
+}
+
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         (void) s;
         (void) si;
@@ -168,6 +186,8 @@ int main(int argc, char *argv[]) {
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
         sigaddset(&ss, SIGPIPE);
+        if (test_faults_enabled())
+                sigaddset(&ss, SIGUSR2);
         if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
                 return log_error_errno(errno, "Cannot block signals: %m"), 1;
 
@@ -189,6 +209,14 @@ int main(int argc, char *argv[]) {
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m)) < 0) {
                 log_error_errno(r, "Cannot watch signals: %m");
                 goto finish;
+        }
+        if (test_faults_enabled()) {
+                r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_fault_hang, m);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot watch SIGUSR2: %m");
+                        goto finish;
+                }
+                log_warning("TOKEND_TEST_FAULTS=1: test fault switch armed (SIGUSR2 hangs the event loop)");
         }
 
         (void) sd_notify(false, "READY=1");
