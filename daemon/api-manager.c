@@ -32,17 +32,6 @@ struct AddOperation {
         Discovery *discovery;
 };
 
-static json_object *params_kv(const char *k1, const char *v1, const char *k2, const char *v2) {
-        json_object *p = json_object_new_object();
-        if (!p)
-                return NULL;
-        if (k1 && v1)
-                json_object_object_add(p, k1, json_object_new_string(v1));
-        if (k2 && v2)
-                json_object_object_add(p, k2, json_object_new_string(v2));
-        return p;
-}
-
 static AddOperation *add_free(AddOperation *op) {
         Manager *m = op->manager;
         if (op->prev)
@@ -94,12 +83,12 @@ static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userd
         case OAUTH_INVALID_SCOPE:
         case OAUTH_REFUSED:
                 log_info("Adding credential %s: provider refused the refresh token (%s)", c->name, err.code);
-                add_finish(op, ERR_AUTH, params_kv("error", err.code, "description",
+                add_finish(op, ERR_AUTH, varlink_params_kv("error", err.code, "description",
                                                    err.description[0] ? err.description : NULL));
                 return;
         case OAUTH_TRANSIENT:
                 add_finish(op, ERR_UNAVAILABLE,
-                           params_kv("reason", resp->curl_error ?: err.code, NULL, NULL));
+                           varlink_params_kv("reason", resp->curl_error ?: err.code, NULL, NULL));
                 return;
         }
 
@@ -107,7 +96,7 @@ static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userd
         r = credential_commit(c, &t, &reason);
         token_response_done(&t);
         if (r < 0) {
-                add_finish(op, ERR_STORE, params_kv("reason", reason, NULL, NULL));
+                add_finish(op, ERR_STORE, varlink_params_kv("reason", reason, NULL, NULL));
                 return;
         }
         op->cred = NULL; /* now the manager's */
@@ -125,7 +114,7 @@ static void add_check(AddOperation *op) {
         Credential *c = op->cred;
         int r = engine_refresh_request(c, c->scopes.n > 0 ? &c->scopes : NULL, NULL, add_on_check, op, &op->req);
         if (r < 0)
-                add_finish(op, ERR_UNAVAILABLE, params_kv("reason", "cannot start the refresh", NULL, NULL));
+                add_finish(op, ERR_UNAVAILABLE, varlink_params_kv("reason", "cannot start the refresh", NULL, NULL));
 }
 
 static void add_on_discovery(DiscoveryDocument *d, const char *reason, void *userdata) {
@@ -134,11 +123,11 @@ static void add_on_discovery(DiscoveryDocument *d, const char *reason, void *use
 
         op->discovery = NULL;
         if (!d) {
-                add_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", reason));
+                add_finish(op, ERR_DISCOVERY, varlink_params_kv("issuer", c->issuer, "reason", reason));
                 return;
         }
         if (oauth_check_url(d->token_endpoint, c->insecure_loopback, &reason) < 0) {
-                add_finish(op, ERR_URL, params_kv("field", "token_endpoint", "reason", reason));
+                add_finish(op, ERR_URL, varlink_params_kv("field", "token_endpoint", "reason", reason));
                 return;
         }
         c->token_endpoint = TAKE_PTR(d->token_endpoint);
@@ -203,16 +192,16 @@ static int manager_add_credential(VarlinkCall *call, json_object *parameters, Va
                 return varlink_call_error_invalid_parameter(call, "client_secret");
 
         if (p.issuer && oauth_check_url(p.issuer, p.insecure_loopback, &reason) < 0)
-                return varlink_call_error(call, ERR_URL, params_kv("field", "issuer", "reason", reason));
+                return varlink_call_error(call, ERR_URL, varlink_params_kv("field", "issuer", "reason", reason));
         if (p.token_endpoint && oauth_check_url(p.token_endpoint, p.insecure_loopback, &reason) < 0)
-                return varlink_call_error(call, ERR_URL, params_kv("field", "token_endpoint", "reason", reason));
+                return varlink_call_error(call, ERR_URL, varlink_params_kv("field", "token_endpoint", "reason", reason));
 
         if (manager_find_credential(m, p.name) && !p.replace)
-                return varlink_call_error(call, ERR_EXISTS, params_kv("name", p.name, NULL, NULL));
+                return varlink_call_error(call, ERR_EXISTS, varlink_params_kv("name", p.name, NULL, NULL));
         if (manager_name_busy(m, p.name))
-                return varlink_call_error(call, ERR_EXISTS, params_kv("name", p.name, NULL, NULL));
+                return varlink_call_error(call, ERR_EXISTS, varlink_params_kv("name", p.name, NULL, NULL));
         if (!manager_find_credential(m, p.name) && m->n_credentials >= CREDENTIALS_MAX)
-                return varlink_call_error(call, ERR_STORE, params_kv("reason", "too many credentials", NULL, NULL));
+                return varlink_call_error(call, ERR_STORE, varlink_params_kv("reason", "too many credentials", NULL, NULL));
 
         r = credential_new(m, p.name, &c);
         if (r < 0)
@@ -254,7 +243,7 @@ static int manager_add_credential(VarlinkCall *call, json_object *parameters, Va
 
         r = discovery_start(m->http, c->issuer, add_on_discovery, op, &op->discovery);
         if (r < 0)
-                add_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", "cannot start discovery"));
+                add_finish(op, ERR_DISCOVERY, varlink_params_kv("issuer", c->issuer, "reason", "cannot start discovery"));
         return 0;
 }
 
@@ -286,7 +275,7 @@ static int manager_remove_credential(VarlinkCall *call, json_object *parameters,
                 return varlink_call_error_invalid_parameter(call, bad);
         Credential *c = manager_find_credential(m, name);
         if (!c)
-                return varlink_call_error(call, ERR_NO_SUCH, params_kv("name", name, NULL, NULL));
+                return varlink_call_error(call, ERR_NO_SUCH, varlink_params_kv("name", name, NULL, NULL));
 
         log_info("Credential %s removed", c->name);
         audit_log(m, &(AuditRecord) { .event = AUDIT_REMOVE, .credential = c->name, .agent = audit_call_agent(call) });
@@ -417,7 +406,7 @@ static void revoke_on_done(HttpRequest *req, const HttpResponse *resp, void *use
                 snprintf(reason, sizeof reason, "the provider answered HTTP %ld (%s)", resp->status, err.code);
         }
         log_warning("Credential %s: revocation failed, keeping it: %s", op->name, reason);
-        json_object *p = params_kv("name", op->name, "reason", reason);
+        json_object *p = varlink_params_kv("name", op->name, "reason", reason);
         revoke_free(op);
         varlink_call_error(call, "io.tokend.manager.RevocationFailed", p);
 }
@@ -436,16 +425,16 @@ static int manager_revoke_credential(VarlinkCall *call, json_object *parameters,
                 return varlink_call_error_invalid_parameter(call, bad);
         Credential *c = manager_find_credential(m, name);
         if (!c)
-                return varlink_call_error(call, ERR_NO_SUCH, params_kv("name", name, NULL, NULL));
+                return varlink_call_error(call, ERR_NO_SUCH, varlink_params_kv("name", name, NULL, NULL));
         if (manager_name_busy(m, name))
-                return varlink_call_error(call, ERR_EXISTS, params_kv("name", name, NULL, NULL));
+                return varlink_call_error(call, ERR_EXISTS, varlink_params_kv("name", name, NULL, NULL));
         if (c->secrets_deferred)
                 return varlink_call_error(call, ERR_STORE,
-                                          params_kv("reason", "its refresh token is in a store that cannot be read now",
+                                          varlink_params_kv("reason", "its refresh token is in a store that cannot be read now",
                                                     NULL, NULL));
         if (!c->revocation_endpoint)
                 return varlink_call_error(call, "io.tokend.manager.NoRevocationEndpoint",
-                                          params_kv("name", name, NULL, NULL));
+                                          varlink_params_kv("name", name, NULL, NULL));
 
         RevokeOperation *op = calloc(1, sizeof *op);
         if (!op || !(op->name = strdup(name))) {

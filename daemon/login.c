@@ -83,17 +83,6 @@ struct LoginOperation {
         char *redirect_uri;
 };
 
-static json_object *params_kv(const char *k1, const char *v1, const char *k2, const char *v2) {
-        json_object *p = json_object_new_object();
-        if (!p)
-                return NULL;
-        if (k1 && v1)
-                json_object_object_add(p, k1, json_object_new_string(v1));
-        if (k2 && v2)
-                json_object_object_add(p, k2, json_object_new_string(v2));
-        return p;
-}
-
 static LoginOperation *login_free(LoginOperation *op) {
         Manager *m = op->manager;
         if (op->prev)
@@ -137,7 +126,7 @@ static void login_finish(LoginOperation *op, const char *error, json_object *par
 
 static void login_fail(LoginOperation *op, const char *reason, const char *oauth_error) {
         log_info("Login for credential %s failed: %s", op->cred->name, reason);
-        login_finish(op, ERR_FAILED, params_kv("reason", reason, "error", oauth_error));
+        login_finish(op, ERR_FAILED, varlink_params_kv("reason", reason, "error", oauth_error));
 }
 
 static void login_on_cancel(VarlinkCall *call, void *userdata) {
@@ -172,14 +161,14 @@ static void login_complete(LoginOperation *op, TokenResponse *t) {
         }
         int r = credential_commit(c, t, &reason);
         if (r < 0) {
-                login_finish(op, ERR_STORE, params_kv("reason", reason, NULL, NULL));
+                login_finish(op, ERR_STORE, varlink_params_kv("reason", reason, NULL, NULL));
                 return;
         }
         op->cred = NULL; /* the manager's now */
         log_info("Credential %s added by %s login (client %s)", c->name, login_flow_table[op->flow], c->client_id);
         audit_log(op->manager, &(AuditRecord) { .event = AUDIT_LOGIN, .credential = c->name, .scopes = &c->scopes,
                                                 .agent = audit_call_agent(op->call) });
-        json_object *p = params_kv("event", "done", NULL, NULL);
+        json_object *p = varlink_params_kv("event", "done", NULL, NULL);
         if (p)
                 json_object_object_add(p, "credential", credential_to_json(c, false));
         login_finish(op, NULL, p);
@@ -307,7 +296,7 @@ static void device_on_authorization(HttpRequest *req, const HttpResponse *resp, 
         op->interval = (uint64_t) d.interval * USEC_PER_SEC;
         op->deadline = now + (uint64_t) d.expires_in * USEC_PER_SEC;
 
-        json_object *p = params_kv("event", "device-code", "user_code", d.user_code);
+        json_object *p = varlink_params_kv("event", "device-code", "user_code", d.user_code);
         if (p) {
                 json_object_object_add(p, "verification_uri", json_object_new_string(d.verification_uri));
                 if (d.verification_uri_complete)
@@ -489,7 +478,7 @@ static void code_start(LoginOperation *op) {
                 login_fail(op, "cannot arm the login deadline", NULL);
                 return;
         }
-        json_object *p = params_kv("event", "authorize", "authorization_url", url);
+        json_object *p = varlink_params_kv("event", "authorize", "authorization_url", url);
         if (p && op->notes)
                 json_object_object_add(p, "notes", json_object_new_string(op->notes));
         if (p)
@@ -516,7 +505,7 @@ static void login_run(LoginOperation *op) {
         }
         if (op->preset_flows != 0 &&
             !(op->preset_flows & (op->flow == LOGIN_FLOW_DEVICE ? PROVIDER_FLOW_DEVICE : PROVIDER_FLOW_AUTH_CODE))) {
-                login_finish(op, ERR_FAILED, params_kv("reason", "the provider preset does not support this flow",
+                login_finish(op, ERR_FAILED, varlink_params_kv("reason", "the provider preset does not support this flow",
                                                        "error", "unsupported_flow"));
                 return;
         }
@@ -524,14 +513,14 @@ static void login_run(LoginOperation *op) {
                                                              : op->authorization_endpoint;
         if (!endpoint) {
                 login_finish(op, ERR_FAILED,
-                             params_kv("reason", op->flow == LOGIN_FLOW_DEVICE
+                             varlink_params_kv("reason", op->flow == LOGIN_FLOW_DEVICE
                                                          ? "the provider offers no device authorization endpoint"
                                                          : "the provider offers no authorization endpoint",
                                        "error", "unsupported_flow"));
                 return;
         }
         if (oauth_check_url(endpoint, c->insecure_loopback, &reason) < 0) {
-                login_finish(op, ERR_URL, params_kv("field", op->flow == LOGIN_FLOW_DEVICE ? "device_authorization_endpoint"
+                login_finish(op, ERR_URL, varlink_params_kv("field", op->flow == LOGIN_FLOW_DEVICE ? "device_authorization_endpoint"
                                                                                           : "authorization_endpoint",
                                                     "reason", reason));
                 return;
@@ -553,11 +542,11 @@ static void login_on_discovery(DiscoveryDocument *d, const char *reason, void *u
 
         op->discovery = NULL;
         if (!d) {
-                login_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", reason));
+                login_finish(op, ERR_DISCOVERY, varlink_params_kv("issuer", c->issuer, "reason", reason));
                 return;
         }
         if (oauth_check_url(d->token_endpoint, c->insecure_loopback, &reason) < 0) {
-                login_finish(op, ERR_URL, params_kv("field", "token_endpoint", "reason", reason));
+                login_finish(op, ERR_URL, varlink_params_kv("field", "token_endpoint", "reason", reason));
                 return;
         }
         free(c->token_endpoint);
@@ -722,11 +711,11 @@ int login_start(Manager *m, VarlinkCall *call, json_object *parameters) {
         if ((method == OAUTH_AUTH_NONE) != !secret)
                 return varlink_call_error_invalid_parameter(call, "client_secret_file");
         if (p.issuer && oauth_check_url(p.issuer, p.insecure_loopback, &reason) < 0)
-                return varlink_call_error(call, ERR_URL, params_kv("field", "issuer", "reason", reason));
+                return varlink_call_error(call, ERR_URL, varlink_params_kv("field", "issuer", "reason", reason));
         if (manager_name_busy(m, p.name) || (manager_find_credential(m, p.name) && !p.replace))
-                return varlink_call_error(call, ERR_EXISTS, params_kv("name", p.name, NULL, NULL));
+                return varlink_call_error(call, ERR_EXISTS, varlink_params_kv("name", p.name, NULL, NULL));
         if (!manager_find_credential(m, p.name) && m->n_credentials >= CREDENTIALS_MAX)
-                return varlink_call_error(call, ERR_STORE, params_kv("reason", "too many credentials", NULL, NULL));
+                return varlink_call_error(call, ERR_STORE, varlink_params_kv("reason", "too many credentials", NULL, NULL));
 
         r = credential_new(m, p.name, &c);
         if (r < 0)
@@ -765,17 +754,17 @@ int login_start(Manager *m, VarlinkCall *call, json_object *parameters) {
                 r = login_apply_preset(op, p.provider, p.tenant, &why);
                 if (r < 0) {
                         login_finish(op, "io.tokend.manager.PresetInvalid",
-                                     params_kv("reason", why ?: strerror(-r), NULL, NULL));
+                                     varlink_params_kv("reason", why ?: strerror(-r), NULL, NULL));
                         return 0;
                 }
         } else if (p.tenant)
-                return login_finish(op, ERR_FAILED, params_kv("reason", "--tenant needs --provider", "error", NULL)), 0;
+                return login_finish(op, ERR_FAILED, varlink_params_kv("reason", "--tenant needs --provider", "error", NULL)), 0;
 
         if (c->issuer && (op->preset_discovery || !c->token_endpoint ||
                           (!op->authorization_endpoint && !op->device_authorization_endpoint))) {
                 r = discovery_start(m->http, c->issuer, login_on_discovery, op, &op->discovery);
                 if (r < 0)
-                        login_finish(op, ERR_DISCOVERY, params_kv("issuer", c->issuer, "reason", "cannot start discovery"));
+                        login_finish(op, ERR_DISCOVERY, varlink_params_kv("issuer", c->issuer, "reason", "cannot start discovery"));
                 return 0;
         }
         login_run(op);

@@ -104,3 +104,14 @@ int varlink_parse_parameters(json_object *parameters, const VarlinkField fields[
         }
         return 0;
 }
+
+json_object *varlink_params_kv(const char *k1, const char *v1, const char *k2, const char *v2) {
+        json_object *p = json_object_new_object();
+        if (!p)
+                return NULL;
+        if (k1 && v1)
+                json_object_object_add(p, k1, json_object_new_string(v1));
+        if (k2 && v2)
+                json_object_object_add(p, k2, json_object_new_string(v2));
+        return p;
+}

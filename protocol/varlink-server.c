@@ -235,10 +235,7 @@ int varlink_call_error(VarlinkCall *call, const char *error, json_object *parame
 }
 
 static json_object *params_1(const char *key, const char *value) {
-        json_object *o = json_object_new_object();
-        if (o)
-                json_object_object_add(o, key, json_object_new_string(value));
-        return o;
+        return varlink_params_kv(key, value, NULL, NULL);
 }
 
 int varlink_call_error_invalid_parameter(VarlinkCall *call, const char *parameter) {

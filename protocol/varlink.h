@@ -158,6 +158,10 @@ typedef struct VarlinkField {
 int varlink_parse_parameters(json_object *parameters, const VarlinkField fields[], void *out,
                              const char **ret_bad_field);
 
+/* Builds a parameters object of up to two string members; a member whose key
+ * or value is NULL is left out. NULL when out of memory. */
+json_object *varlink_params_kv(const char *k1, const char *v1, const char *k2, const char *v2);
+
 /* ---- framing, shared by server and client; exposed for tests and fuzzing ---- */
 
 typedef struct VarlinkStream {
