@@ -208,6 +208,25 @@ static int call(const char *method, json_object *params, json_object **ret, cons
 
 /* ---- verbs ---- */
 
+/* Appends the scopes of one --scope argument: "--scope a --scope b" and
+ * "--scope 'a b'" (or "a,b") both work. */
+static void add_scopes(json_object *array, char *arg) {
+        for (char *s = arg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
+                json_object_array_add(array, json_object_new_string(tok));
+}
+
+/* Adds a string member when the value is given. */
+static void add_opt_string(json_object *o, const char *key, const char *value) {
+        if (value)
+                json_object_object_add(o, key, json_object_new_string(value));
+}
+
+/* Adds a boolean member when it is true (false is every method's default). */
+static void add_flag(json_object *o, const char *key, bool value) {
+        if (value)
+                json_object_object_add(o, key, json_object_new_boolean(true));
+}
+
 static int read_secret_stream(FILE *f, const char *what, char **ret) {
         _cleanup_erase_ char *buf = malloc(SECRET_INPUT_MAX + 2);
         if (!buf)
@@ -292,9 +311,7 @@ static int verb_add(int argc, char *argv[]) {
                 case ARG_SECRET_FILE: secret_file = optarg; break;
                 case ARG_AUTH: auth = optarg; break;
                 case ARG_SCOPE:
-                        /* Accept "--scope a --scope b" and "--scope 'a b'". */
-                        for (char *s = optarg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
-                                json_object_array_add(scopes, json_object_new_string(tok));
+                        add_scopes(scopes, optarg);
                         break;
                 case ARG_INSECURE: insecure = true; break;
                 case ARG_REPLACE: replace = true; break;
@@ -327,22 +344,16 @@ static int verb_add(int argc, char *argv[]) {
         if (!p)
                 return EXIT_FAILURE_;
         json_object_object_add(p, "name", json_object_new_string(name));
-        if (issuer)
-                json_object_object_add(p, "issuer", json_object_new_string(issuer));
-        if (endpoint)
-                json_object_object_add(p, "token_endpoint", json_object_new_string(endpoint));
+        add_opt_string(p, "issuer", issuer);
+        add_opt_string(p, "token_endpoint", endpoint);
         json_object_object_add(p, "client_id", json_object_new_string(client_id));
-        if (secret)
-                json_object_object_add(p, "client_secret", json_object_new_string(secret));
-        if (auth)
-                json_object_object_add(p, "auth_method", json_object_new_string(auth));
+        add_opt_string(p, "client_secret", secret);
+        add_opt_string(p, "auth_method", auth);
         if (json_object_array_length(scopes) > 0)
                 json_object_object_add(p, "scopes", json_object_get(scopes));
         json_object_object_add(p, "refresh_token", json_object_new_string(rt));
-        if (insecure)
-                json_object_object_add(p, "insecure_loopback", json_object_new_boolean(true));
-        if (replace)
-                json_object_object_add(p, "replace", json_object_new_boolean(true));
+        add_flag(p, "insecure_loopback", insecure);
+        add_flag(p, "replace", replace);
 
         _cleanup_(json_object_putp) json_object *reply = NULL;
         int r = call("io.tokend.manager.AddCredential", p, &reply, name);
@@ -528,8 +539,7 @@ static int verb_token(int argc, char *argv[]) {
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 switch (c) {
                 case ARG_SCOPE:
-                        for (char *s = optarg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
-                                json_object_array_add(scopes, json_object_new_string(tok));
+                        add_scopes(scopes, optarg);
                         break;
                 case ARG_RESOURCE:
                         resource = optarg;
@@ -561,8 +571,7 @@ static int verb_token(int argc, char *argv[]) {
         json_object_object_add(p, "credential", json_object_new_string(name));
         if (json_object_array_length(scopes) > 0)
                 json_object_object_add(p, "scopes", json_object_get(scopes));
-        if (resource)
-                json_object_object_add(p, "resource", json_object_new_string(resource));
+        add_opt_string(p, "resource", resource);
         if (min_ttl >= 0)
                 json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
 
@@ -650,8 +659,7 @@ static int verb_login(int argc, char *argv[]) {
                 case ARG_SECRET_FILE: secret_file = optarg; break;
                 case ARG_AUTH: auth = optarg; break;
                 case ARG_SCOPE:
-                        for (char *s = optarg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
-                                json_object_array_add(scopes, json_object_new_string(tok));
+                        add_scopes(scopes, optarg);
                         break;
                 case ARG_FLOW: flow = optarg; break;
                 case ARG_INSECURE: insecure = true; break;
@@ -677,25 +685,18 @@ static int verb_login(int argc, char *argv[]) {
         if (!p)
                 return EXIT_FAILURE_;
         json_object_object_add(p, "name", json_object_new_string(name));
-        if (provider)
-                json_object_object_add(p, "provider", json_object_new_string(provider));
-        if (tenant)
-                json_object_object_add(p, "tenant", json_object_new_string(tenant));
-        if (issuer)
-                json_object_object_add(p, "issuer", json_object_new_string(issuer));
+        add_opt_string(p, "provider", provider);
+        add_opt_string(p, "tenant", tenant);
+        add_opt_string(p, "issuer", issuer);
         json_object_object_add(p, "client_id", json_object_new_string(client_id));
         if (secret_file)
                 json_object_object_add(p, "client_secret_file", json_object_new_string(secret_path));
-        if (auth)
-                json_object_object_add(p, "auth_method", json_object_new_string(auth));
+        add_opt_string(p, "auth_method", auth);
         if (json_object_array_length(scopes) > 0)
                 json_object_object_add(p, "scopes", json_object_get(scopes));
-        if (flow)
-                json_object_object_add(p, "flow", json_object_new_string(flow));
-        if (insecure)
-                json_object_object_add(p, "insecure_loopback", json_object_new_boolean(true));
-        if (replace)
-                json_object_object_add(p, "replace", json_object_new_boolean(true));
+        add_opt_string(p, "flow", flow);
+        add_flag(p, "insecure_loopback", insecure);
+        add_flag(p, "replace", replace);
 
         _cleanup_(varlink_client_freep) VarlinkClient *client = NULL;
         int r = connect_daemon(&client);

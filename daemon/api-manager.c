@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "audit.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
@@ -34,12 +35,7 @@ struct AddOperation {
 
 static AddOperation *add_free(AddOperation *op) {
         Manager *m = op->manager;
-        if (op->prev)
-                op->prev->next = op->next;
-        else
-                m->adds = op->next;
-        if (op->next)
-                op->next->prev = op->prev;
+        LIST_REMOVE(m->adds, op);
         op->req = http_request_cancel(op->req);
         op->discovery = discovery_cancel(op->discovery);
         credential_free(op->cred);
@@ -214,10 +210,7 @@ static int manager_add_credential(VarlinkCall *call, json_object *parameters, Va
         op->manager = m;
         op->cred = c;
         op->replace = p.replace;
-        op->next = m->adds;
-        if (op->next)
-                op->next->prev = op;
-        m->adds = op;
+        LIST_PREPEND(m->adds, op);
 
         c->auth_method = method;
         c->insecure_loopback = p.insecure_loopback;
@@ -247,6 +240,30 @@ static int manager_add_credential(VarlinkCall *call, json_object *parameters, Va
         return 0;
 }
 
+/* Parses the parameters of a method that takes just a credential name and
+ * looks it up. Returns false when it answered the call with an error. */
+static bool parse_name_parameter(Manager *m, VarlinkCall *call, json_object *parameters, const char **ret_name,
+                                 Credential **ret) {
+        static const VarlinkField fields[] = {
+                { "name", VARLINK_FIELD_STRING, 0, VARLINK_FIELD_REQUIRED, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
+                {},
+        };
+        const char *name = NULL, *bad = NULL;
+
+        if (varlink_parse_parameters(parameters, fields, &name, &bad) < 0) {
+                varlink_call_error_invalid_parameter(call, bad);
+                return false;
+        }
+        Credential *c = manager_find_credential(m, name);
+        if (!c) {
+                varlink_call_error(call, ERR_NO_SUCH, varlink_params_kv("name", name, NULL, NULL));
+                return false;
+        }
+        *ret_name = name;
+        *ret = c;
+        return true;
+}
+
 /* Removes a credential and its secrets; shared by RemoveCredential and RevokeCredential. */
 static void manager_remove(Manager *m, Credential *c) {
         for (int k = 0; k < _SECRET_KIND_MAX; k++) {
@@ -263,19 +280,13 @@ static void manager_remove(Manager *m, Credential *c) {
 
 static int manager_remove_credential(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags,
                                      void *userdata) {
-        static const VarlinkField fields[] = {
-                { "name", VARLINK_FIELD_STRING, 0, VARLINK_FIELD_REQUIRED, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
-                {},
-        };
         Manager *m = userdata;
-        const char *name = NULL, *bad = NULL;
+        const char *name = NULL;
+        Credential *c;
         (void) flags;
 
-        if (varlink_parse_parameters(parameters, fields, &name, &bad) < 0)
-                return varlink_call_error_invalid_parameter(call, bad);
-        Credential *c = manager_find_credential(m, name);
-        if (!c)
-                return varlink_call_error(call, ERR_NO_SUCH, varlink_params_kv("name", name, NULL, NULL));
+        if (!parse_name_parameter(m, call, parameters, &name, &c))
+                return 0;
 
         log_info("Credential %s removed", c->name);
         audit_log(m, &(AuditRecord) { .event = AUDIT_REMOVE, .credential = c->name, .agent = audit_call_agent(call) });
@@ -357,12 +368,7 @@ static int manager_login(VarlinkCall *call, json_object *parameters, VarlinkCall
 
 static void revoke_free(RevokeOperation *op) {
         Manager *m = op->manager;
-        if (op->prev)
-                op->prev->next = op->next;
-        else
-                m->revokes = op->next;
-        if (op->next)
-                op->next->prev = op->prev;
+        LIST_REMOVE(m->revokes, op);
         http_request_cancel(op->req);
         free(op->name);
         free(op);
@@ -413,19 +419,13 @@ static void revoke_on_done(HttpRequest *req, const HttpResponse *resp, void *use
 
 static int manager_revoke_credential(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags,
                                      void *userdata) {
-        static const VarlinkField fields[] = {
-                { "name", VARLINK_FIELD_STRING, 0, VARLINK_FIELD_REQUIRED, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
-                {},
-        };
         Manager *m = userdata;
-        const char *name = NULL, *bad = NULL;
+        const char *name = NULL;
+        Credential *c;
         (void) flags;
 
-        if (varlink_parse_parameters(parameters, fields, &name, &bad) < 0)
-                return varlink_call_error_invalid_parameter(call, bad);
-        Credential *c = manager_find_credential(m, name);
-        if (!c)
-                return varlink_call_error(call, ERR_NO_SUCH, varlink_params_kv("name", name, NULL, NULL));
+        if (!parse_name_parameter(m, call, parameters, &name, &c))
+                return 0;
         if (manager_name_busy(m, name))
                 return varlink_call_error(call, ERR_EXISTS, varlink_params_kv("name", name, NULL, NULL));
         if (c->secrets_deferred)
@@ -442,10 +442,7 @@ static int manager_revoke_credential(VarlinkCall *call, json_object *parameters,
                 return -ENOMEM;
         }
         op->manager = m;
-        op->next = m->revokes;
-        if (op->next)
-                op->next->prev = op;
-        m->revokes = op;
+        LIST_PREPEND(m->revokes, op);
 
         /* The refresh token: revoking it ends the whole grant (RFC 7009 2.1). */
         _cleanup_erase_ char *body = oauth_revocation_body(c->refresh_token, "refresh_token", c->auth_method,

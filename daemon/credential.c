@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
@@ -97,13 +98,7 @@ void credential_link(Manager *m, Credential *c) {
 
 void credential_unlink(Credential *c) {
         Manager *m = c->manager;
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                m->credentials = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        c->prev = c->next = NULL;
+        LIST_REMOVE(m->credentials, c);
         m->n_credentials--;
 }
 

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine.h"
@@ -108,12 +109,7 @@ json_object *engine_error_parameters(const char *credential, const char *error, 
 static void waiter_free(Waiter *w) {
         TokenEntry *e = w->entry;
 
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                e->waiters = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
+        LIST_REMOVE(e->waiters, w);
         e->n_waiters--;
         sd_event_source_disable_unref(w->timeout);
         free(w);
@@ -204,12 +200,7 @@ static void entry_free(TokenEntry *e) {
         sd_event_source_disable_unref(e->timer);
         scope_set_done(&e->scopes);
         free(e->resource);
-        if (e->prev)
-                e->prev->next = e->next;
-        else
-                c->entries = e->next;
-        if (e->next)
-                e->next->prev = e->prev;
+        LIST_REMOVE(c->entries, e);
         c->n_entries--;
         free(e);
 }
@@ -308,10 +299,7 @@ static int entry_new(Credential *c, ScopeSet *scopes, const char *resource, Toke
         e->scopes = *scopes;
         *scopes = (ScopeSet) {};
         e->full_scope = c->scopes.n == 0 || scope_set_equal(&e->scopes, &c->scopes);
-        e->next = c->entries;
-        if (e->next)
-                e->next->prev = e;
-        c->entries = e;
+        LIST_PREPEND(c->entries, e);
         c->n_entries++;
         *ret = e;
         return 0;
@@ -660,10 +648,7 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
                 entry_gc(e);
                 return r;
         }
-        w->next = e->waiters;
-        if (w->next)
-                w->next->prev = w;
-        e->waiters = w;
+        LIST_PREPEND(e->waiters, w);
         e->n_waiters++;
         varlink_call_set_cancel(call, waiter_on_cancel, w);
 

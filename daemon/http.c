@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <stdio.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "http.h"
@@ -50,12 +51,7 @@ static void request_free(HttpRequest *req) {
         erase_and_free(req->body_out);
         erase_and_free(req->body_in);
 
-        if (req->prev)
-                req->prev->next = req->next;
-        else
-                h->requests = req->next;
-        if (req->next)
-                req->next->prev = req->prev;
+        LIST_REMOVE(h->requests, req);
         h->n_requests--;
         free(req);
 }
@@ -288,10 +284,7 @@ static int request_start(Http *h, const char *url, HttpDoneFn done, void *userda
         req->done = done;
         req->userdata = userdata;
         req->retry_after = -1;
-        req->next = h->requests;
-        if (req->next)
-                req->next->prev = req;
-        h->requests = req;
+        LIST_PREPEND(h->requests, req);
         h->n_requests++;
 
         req->easy = curl_easy_init();

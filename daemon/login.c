@@ -9,6 +9,7 @@
 
 #include "audit.h"
 #include "common/fileio.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
@@ -85,12 +86,7 @@ struct LoginOperation {
 
 static LoginOperation *login_free(LoginOperation *op) {
         Manager *m = op->manager;
-        if (op->prev)
-                op->prev->next = op->next;
-        else
-                m->logins = op->next;
-        if (op->next)
-                op->next->prev = op->prev;
+        LIST_REMOVE(m->logins, op);
 
         op->req = http_request_cancel(op->req);
         op->discovery = discovery_cancel(op->discovery);
@@ -728,10 +724,7 @@ int login_start(Manager *m, VarlinkCall *call, json_object *parameters) {
         op->manager = m;
         op->cred = c;
         op->flow = flow;
-        op->next = m->logins;
-        if (op->next)
-                op->next->prev = op;
-        m->logins = op;
+        LIST_PREPEND(m->logins, op);
 
         c->auth_method = method;
         c->insecure_loopback = p.insecure_loopback;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "loopback.h"
@@ -40,12 +41,7 @@ struct Loopback {
 
 static void conn_free(LoopbackConn *c) {
         Loopback *l = c->loopback;
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                l->conns = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_REMOVE(l->conns, c);
         l->n_conns--;
         sd_event_source_disable_unref(c->io);
         sd_event_source_disable_unref(c->timer);
@@ -181,10 +177,7 @@ static int loopback_on_accept(sd_event_source *s, int fd, uint32_t revents, void
                 }
                 c->loopback = l;
                 c->fd = cfd;
-                c->next = l->conns;
-                if (c->next)
-                        c->next->prev = c;
-                l->conns = c;
+                LIST_PREPEND(l->conns, c);
                 l->n_conns++;
                 if (sd_event_add_io(l->event, &c->io, cfd, EPOLLIN, conn_on_io, c) < 0 ||
                     sd_event_add_time_relative(l->event, &c->timer, CLOCK_MONOTONIC, CONNECTION_TIMEOUT_USEC, 0,

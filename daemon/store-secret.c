@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "secret-worker.h"
@@ -207,12 +208,7 @@ static Intent *intent_find(SecretStore *s, const char *credential, SecretKind ki
 }
 
 static void intent_free(SecretStore *s, Intent *i) {
-        if (i->prev)
-                i->prev->next = i->next;
-        else
-                s->intents = i->next;
-        if (i->next)
-                i->next->prev = i->prev;
+        LIST_REMOVE(s->intents, i);
         s->n_intents--;
         while (i->waiters) {
                 SecretRequest *w = i->waiters;
@@ -240,10 +236,7 @@ static int intent_set(SecretStore *s, const char *credential, SecretKind kind, b
                         return -ENOMEM;
                 }
                 i->kind = kind;
-                i->next = s->intents;
-                if (i->next)
-                        i->next->prev = i;
-                s->intents = i;
+                LIST_PREPEND(s->intents, i);
                 s->n_intents++;
         }
         erase_and_free(i->secret);

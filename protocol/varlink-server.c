@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "common/list.h"
 #include "common/util.h"
 #include "varlink.h"
 
@@ -119,12 +120,7 @@ static void connection_free(VarlinkConnection *c) {
         if (s->on_disconnect)
                 s->on_disconnect(s, c, s->userdata);
 
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                s->connections = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_REMOVE(s->connections, c);
         s->n_connections--;
 
         sd_event_source_disable_unref(c->io);
@@ -535,10 +531,7 @@ static int connection_new(VarlinkServer *s, int fd) {
 
         varlink_stream_init(&c->stream, TAKE_FD(fd_owned), s->message_max, s->depth_max);
 
-        c->next = s->connections;
-        if (c->next)
-                c->next->prev = c;
-        s->connections = c;
+        LIST_PREPEND(s->connections, c);
         s->n_connections++;
 
         r = sd_event_add_io(s->event, &c->io, c->stream.fd, EPOLLIN, connection_on_io, c);
