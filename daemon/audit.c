@@ -32,7 +32,12 @@ struct Audit {
         int fd;           /* the fallback file, opened when first needed */
         bool file_only;   /* TOKEND_AUDIT_JOURNAL=0 */
         bool journal;     /* the journal is reachable, as far as we know */
+        uint64_t journal_checked; /* monotonic usec of the last look for a returning journal */
 };
+
+/* While records go to the file, look for the journal at most this often:
+ * not a syscall on every token handed out. */
+#define JOURNAL_RECHECK_USEC (1 * USEC_PER_SEC)
 
 static const char *const audit_event_table[_AUDIT_EVENT_MAX] = {
         [AUDIT_ISSUE] = "issue",
@@ -297,7 +302,9 @@ void audit_log(Manager *m, const AuditRecord *rec) {
                 return;
         }
         /* Back to the journal once it is there again. */
-        if (!a->journal && !a->file_only && journal_reachable()) {
+        uint64_t now = now_monotonic_usec();
+        if (!a->journal && !a->file_only && now - a->journal_checked >= JOURNAL_RECHECK_USEC &&
+            (a->journal_checked = now, journal_reachable())) {
                 log_info("The journal is reachable again; audit records go there");
                 a->journal = true;
         }
