@@ -3,9 +3,12 @@
 #include "audit.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "consent.h"
 #include "credential.h"
 #include "engine.h"
+#include "manager.h"
 #include "peer.h"
+#include "policy.h"
 #include "varlink-idl.h"
 
 #define RESOURCE_MAX 2048U
@@ -19,7 +22,7 @@ typedef struct GetTokenParams {
         bool has_min_ttl;
 } GetTokenParams;
 
-static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+int api_parse_get_token(VarlinkCall *call, json_object *parameters, TokenRequest *ret) {
         static const VarlinkField fields[] = {
                 { "credential", VARLINK_FIELD_STRING, offsetof(GetTokenParams, credential),
                   VARLINK_FIELD_REQUIRED | VARLINK_FIELD_NONEMPTY, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
@@ -30,44 +33,42 @@ static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCa
                   offsetof(GetTokenParams, has_min_ttl) },
                 {},
         };
-        Manager *m = userdata;
         GetTokenParams p = {};
         const char *bad = NULL;
         ScopeSet scopes = {};
-        (void) flags;
 
         if (varlink_parse_parameters(parameters, fields, &p, &bad) < 0)
-                return varlink_call_error_invalid_parameter(call, bad);
+                return varlink_call_error_invalid_parameter(call, bad), 0;
         if (p.has_min_ttl && (p.min_ttl < 0 || p.min_ttl > MIN_TTL_MAX))
-                return varlink_call_error_invalid_parameter(call, "min_ttl");
+                return varlink_call_error_invalid_parameter(call, "min_ttl"), 0;
         if (p.scopes && scope_set_from_json(p.scopes, &scopes) < 0)
-                return varlink_call_error_invalid_parameter(call, "scopes");
+                return varlink_call_error_invalid_parameter(call, "scopes"), 0;
         if (p.resource) {
                 const char *reason;
                 if (oauth_check_url(p.resource, true, &reason) < 0) {
                         scope_set_done(&scopes);
-                        return varlink_call_error_invalid_parameter(call, "resource");
+                        return varlink_call_error_invalid_parameter(call, "resource"), 0;
                 }
         }
+        *ret = (TokenRequest) { .credential = p.credential, .scopes = scopes, .resource = p.resource,
+                                .min_ttl = p.has_min_ttl ? p.min_ttl : -1 };
+        return 1;
+}
 
-        Credential *c = manager_find_credential(m, p.credential);
-        if (!c) {
-                audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .credential = p.credential, .scopes = &scopes,
-                                              .resource = p.resource, .agent = audit_call_agent(call),
-                                              .reason = "io.tokend.agent.NoSuchCredential" });
-                scope_set_done(&scopes);
-                return varlink_call_error(call, "io.tokend.agent.NoSuchCredential",
-                                          engine_error_parameters(p.credential, "io.tokend.agent.NoSuchCredential",
-                                                                  NULL, -1));
-        }
-        return engine_get_token(c, call, &scopes, p.resource, p.has_min_ttl ? p.min_ttl : -1);
+static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        TokenRequest t;
+        (void) flags;
+
+        int r = api_parse_get_token(call, parameters, &t);
+        if (r <= 0)
+                return r;
+        return consent_get_token(userdata, call, t.credential, &t.scopes, t.resource, t.min_ttl);
 }
 
 static int agent_who_am_i(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
         static const VarlinkField fields[] = { {} };
         const char *bad = NULL;
         (void) flags;
-        (void) userdata;
 
         if (varlink_parse_parameters(parameters, fields, NULL, &bad) < 0)
                 return varlink_call_error_invalid_parameter(call, bad);
@@ -77,9 +78,18 @@ static int agent_who_am_i(VarlinkCall *call, json_object *parameters, VarlinkCal
         const PeerIdentity *id = audit_call_agent(call);
         if (!id || peer_exited(id))
                 return varlink_call_error(call, "io.tokend.agent.CallerGone", NULL);
+        Manager *m = userdata;
         json_object *o = peer_identity_to_json(id);
         if (!o)
                 return -ENOMEM;
+        json_object *pol = policy_agent_to_json(policy_match(m->policy, id));
+        if (!pol) {
+                json_object_put(o);
+                return -ENOMEM;
+        }
+        json_object_object_add(o, "policy", pol);
+        json_object_object_add(o, "manager",
+                               json_object_new_boolean(policy_is_manager_allowed(m->policy, id, m->owner_uid)));
         return varlink_call_reply(call, o);
 }
 

@@ -6,10 +6,14 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "consent.h"
 #include "credential.h"
 #include "discovery.h"
 #include "engine.h"
 #include "login.h"
+#include "manager.h"
+#include "peer.h"
+#include "policy.h"
 #include "store-migrate.h"
 #include "varlink-idl.h"
 
@@ -272,6 +276,7 @@ static void manager_remove(Manager *m, Credential *c) {
                         log_warning_errno(r, "Credential %s: cannot remove its %s from the store, ignoring: %m",
                                           c->name, secret_kind_to_string((SecretKind) k));
         }
+        consent_forget_credential(m, c->name);
         credential_unlink(c);
         credential_free(c);
         (void) manager_save_state(m);
@@ -461,7 +466,158 @@ static int manager_revoke_credential(VarlinkCall *call, json_object *parameters,
         return 0;
 }
 
+/* ---- the owner's own token, consent and policy ---- */
+
+static int manager_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        Manager *m = userdata;
+        TokenRequest t;
+        (void) flags;
+
+        int r = api_parse_get_token(call, parameters, &t);
+        if (r <= 0)
+                return r;
+        Credential *c = manager_find_credential(m, t.credential);
+        if (!c) {
+                audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .credential = t.credential, .scopes = &t.scopes,
+                                              .resource = t.resource, .agent = audit_call_agent(call),
+                                              .reason = "io.tokend.agent.NoSuchCredential" });
+                scope_set_done(&t.scopes);
+                return varlink_call_error(call, "io.tokend.agent.NoSuchCredential",
+                                          engine_error_parameters(t.credential, "io.tokend.agent.NoSuchCredential",
+                                                                  NULL, -1));
+        }
+        return engine_get_token(c, call, &t.scopes, t.resource, t.min_ttl);
+}
+
+static int parse_no_parameters(VarlinkCall *call, json_object *parameters) {
+        static const VarlinkField fields[] = { {} };
+        const char *bad = NULL;
+        if (varlink_parse_parameters(parameters, fields, NULL, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad), 0;
+        return 1;
+}
+
+/* Parses {"id": string} (a request's or a grant's). */
+static int parse_id_parameter(VarlinkCall *call, json_object *parameters, const char **ret) {
+        static const VarlinkField fields[] = {
+                { "id", VARLINK_FIELD_STRING, 0, VARLINK_FIELD_REQUIRED | VARLINK_FIELD_NONEMPTY, CONSENT_ID_MAX,
+                  VARLINK_NO_PRESENT },
+                {},
+        };
+        const char *bad = NULL;
+        if (varlink_parse_parameters(parameters, fields, ret, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad), 0;
+        return 1;
+}
+
+static int manager_list_pending(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        (void) flags;
+        int r = parse_no_parameters(call, parameters);
+        return r <= 0 ? r : consent_list_pending(userdata, call);
+}
+
+static int manager_watch(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        (void) flags;
+        int r = parse_no_parameters(call, parameters);
+        return r <= 0 ? r : consent_watch(userdata, call);
+}
+
+typedef struct ApproveParams {
+        const char *id;
+        int64_t duration;
+        bool once, process;
+        json_object *scopes;
+} ApproveParams;
+
+static int manager_approve(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        static const VarlinkField fields[] = {
+                { "id", VARLINK_FIELD_STRING, offsetof(ApproveParams, id), VARLINK_FIELD_REQUIRED | VARLINK_FIELD_NONEMPTY,
+                  CONSENT_ID_MAX, VARLINK_NO_PRESENT },
+                { "duration", VARLINK_FIELD_INT, offsetof(ApproveParams, duration), 0, 0, VARLINK_NO_PRESENT },
+                { "once", VARLINK_FIELD_BOOL, offsetof(ApproveParams, once), 0, 0, VARLINK_NO_PRESENT },
+                { "process", VARLINK_FIELD_BOOL, offsetof(ApproveParams, process), 0, 0, VARLINK_NO_PRESENT },
+                { "scopes", VARLINK_FIELD_STRV, offsetof(ApproveParams, scopes), VARLINK_FIELD_NONEMPTY, SCOPES_MAX,
+                  VARLINK_NO_PRESENT },
+                {},
+        };
+        ApproveParams p = { .duration = -1 };
+        const char *bad = NULL;
+        (void) flags;
+
+        if (varlink_parse_parameters(parameters, fields, &p, &bad) < 0)
+                return varlink_call_error_invalid_parameter(call, bad);
+        if (p.duration == 0 || p.duration < -1)
+                return varlink_call_error_invalid_parameter(call, "duration");
+        return consent_approve(userdata, call, p.id, p.duration > 0 ? p.duration : -1, p.once, p.process, p.scopes);
+}
+
+static int manager_deny(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        const char *id = NULL;
+        (void) flags;
+        int r = parse_id_parameter(call, parameters, &id);
+        return r <= 0 ? r : consent_deny(userdata, call, id);
+}
+
+static int manager_list_grants(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        (void) flags;
+        int r = parse_no_parameters(call, parameters);
+        return r <= 0 ? r : consent_list_grants(userdata, call);
+}
+
+static int manager_revoke_grant(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        const char *id = NULL;
+        (void) flags;
+        int r = parse_id_parameter(call, parameters, &id);
+        return r <= 0 ? r : consent_revoke_grant(userdata, call, id);
+}
+
+static int manager_reload(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ char *error = NULL;
+        (void) flags;
+
+        int r = parse_no_parameters(call, parameters);
+        if (r <= 0)
+                return r;
+        r = manager_load_policy(m, &error);
+        if (r == -ENOMEM && !error)
+                return r;
+        if (r < 0)
+                return varlink_call_error(call, "io.tokend.manager.PolicyInvalid",
+                                          varlink_params_kv("reason", error, NULL, NULL));
+        json_object *p = json_object_new_object();
+        if (!p)
+                return -ENOMEM;
+        json_object_object_add(p, "agents", json_object_new_int64((int64_t) policy_n_agents(m->policy)));
+        json_object_object_add(p, "directory", json_object_new_string(m->policy_dir));
+        return varlink_call_reply(call, p);
+}
+
+/* The manager interface answers the owner only, and never a caller the
+ * policy calls an agent (so an agent cannot approve itself). Decided per
+ * call, under the policy in force at that call. */
+static bool manager_authorize(VarlinkCall *call, void *userdata) {
+        Manager *m = userdata;
+        const PeerIdentity *id = audit_call_agent(call);
+        if (id && policy_is_manager_allowed(m->policy, id, m->owner_uid))
+                return true;
+        log_notice("Refusing %s to pid %d (uid %u): the manager interface answers only the owner, never an agent",
+                   varlink_call_method(call), id ? (int) id->pid : 0, id ? (unsigned) id->uid : 0);
+        audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .agent = id, .reason = VARLINK_ERROR_PERMISSION_DENIED,
+                                      .message = "tokend deny: manager interface refused to a caller that is not the "
+                                                 "owner" });
+        return false;
+}
+
 static const VarlinkMethod manager_methods[] = {
+        { "GetToken", manager_get_token, 0 },
+        { "ListPending", manager_list_pending, 0 },
+        { "Watch", manager_watch, VARLINK_METHOD_REQUIRES_MORE },
+        { "Approve", manager_approve, 0 },
+        { "Deny", manager_deny, 0 },
+        { "ListGrants", manager_list_grants, 0 },
+        { "RevokeGrant", manager_revoke_grant, 0 },
+        { "Reload", manager_reload, 0 },
         { "AddCredential", manager_add_credential, 0 },
         { "Login", manager_login, VARLINK_METHOD_REQUIRES_MORE },
         { "RevokeCredential", manager_revoke_credential, 0 },
@@ -475,4 +631,5 @@ const VarlinkInterface manager_interface = {
         .name = "io.tokend.manager",
         .description = varlink_idl_io_tokend_manager,
         .methods = manager_methods,
+        .authorize = manager_authorize,
 };

@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "manager.h"
 #include "peer.h"
+#include "policy.h"
 #include "scopes.h"
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
@@ -168,7 +169,7 @@ static int flat_add_num(Flat *f, const char *name, long long v) {
         return flat_add(f, name, buf, true);
 }
 
-static int audit_flatten(Audit *a, const AuditRecord *r, Flat *f) {
+static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, Flat *f) {
         _cleanup_free_ char *scopes = NULL, *message = NULL;
         char fp[13];
         const PeerIdentity *p = r->agent;
@@ -200,6 +201,9 @@ static int audit_flatten(Audit *a, const AuditRecord *r, Flat *f) {
             (k = flat_add(f, "OWNER_USER", a->owner_user, false)) < 0 ||
             (k = flat_add(f, "TOKEN_FP", r->token ? fp : NULL, false)) < 0 ||
             (k = flat_add(f, "REASON", r->reason, false)) < 0)
+                return k;
+        const char *name = r->agent_name ?: (p ? policy_agent_name(policy_match(policy, p)) : NULL);
+        if ((k = flat_add(f, "AGENT_NAME", name, false)) < 0)
                 return k;
         if (p && ((k = flat_add_num(f, "AGENT_UID", p->uid)) < 0 || (k = flat_add_num(f, "AGENT_PID", p->pid)) < 0 ||
                   (k = flat_add(f, "AGENT_EXE", p->exe, false)) < 0 ||
@@ -295,7 +299,7 @@ void audit_log(Manager *m, const AuditRecord *rec) {
 
         if (!a)
                 return;
-        r = audit_flatten(a, rec, &f);
+        r = audit_flatten(a, m->policy, rec, &f);
         if (r < 0) {
                 log_error_errno(r, "Cannot build the audit record (%s, credential %s): %m",
                                 strna(audit_event_to_string(rec->event)), strna(rec->credential));

@@ -47,6 +47,7 @@ typedef struct AuditRecord {
         const char *resource;
         const char *grant;         /* grant id; NULL until grants exist */
         const PeerIdentity *agent; /* NULL for the daemon's own doings (a proactive refresh) */
+        const char *agent_name;    /* the policy's name for it; NULL: looked up from agent */
         const char *token;         /* access token: only its fingerprint is recorded */
         const char *reason;        /* the named error of a denial, or why */
         const char *message;       /* for humans; NULL: one is made up from the rest */

@@ -80,7 +80,8 @@ static void engine_audit(Credential *c, AuditEvent ev, VarlinkCall *call, const 
                          const char *resource, const char *token, const char *reason) {
         audit_log(c->manager, &(AuditRecord) { .event = ev, .credential = c->name, .scopes = scopes,
                                                .resource = resource, .agent = audit_call_agent(call),
-                                               .token = token, .reason = reason });
+                                               .grant = varlink_call_get_tag(call), .token = token,
+                                               .reason = reason });
 }
 
 /* Refuses a GetToken call with a named error, on the record. */

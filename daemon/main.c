@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/main.c: tokend entry point: arguments, hardening, event loop. */
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/prctl.h>
@@ -10,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "consent.h"
 #include "manager.h"
 
 static const char *arg_socket;
@@ -18,6 +20,8 @@ static const char *arg_providers_dir;
 static const char *arg_store = "auto";
 static uint64_t arg_keep_fresh_usec = 15 * 60 * USEC_PER_SEC;
 static uint64_t arg_request_timeout_usec = 15 * USEC_PER_SEC;
+static const char *arg_policy_dir;
+static uint64_t arg_consent_timeout_usec = CONSENT_TIMEOUT_DEFAULT_USEC;
 
 static void help(void) {
         printf("Usage: tokend [OPTIONS]\n\n"
@@ -33,6 +37,11 @@ static void help(void) {
                "                             use (default: 900; 0: only refresh on demand)\n"
                "     --request-timeout SECONDS\n"
                "                             Longest wait of a GetToken for the provider (default: 15)\n"
+               "     --policy-dir DIR        Read the agent policy from DIR (default:\n"
+               "                             $XDG_CONFIG_HOME/tokend/policy.d); reread on SIGHUP\n"
+               "     --consent-timeout SECONDS\n"
+               "                             How long a request waits for the owner's consent\n"
+               "                             (default: 120)\n"
                "     --store STORE           Where new credentials keep their secrets: auto,\n"
                "                             keyring or secret-service (default: auto, the\n"
                "                             Secret Service when it runs unlocked, else keyring)\n"
@@ -54,7 +63,7 @@ static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
 
 static int parse_argv(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_PROVIDERS_DIR, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT,
-               ARG_LOG_LEVEL, ARG_STORE };
+               ARG_LOG_LEVEL, ARG_STORE, ARG_POLICY_DIR, ARG_CONSENT_TIMEOUT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -65,6 +74,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "store", required_argument, NULL, ARG_STORE },
+                { "policy-dir", required_argument, NULL, ARG_POLICY_DIR },
+                { "consent-timeout", required_argument, NULL, ARG_CONSENT_TIMEOUT },
                 {},
         };
         static const struct {
@@ -100,6 +111,16 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_REQUEST_TIMEOUT:
                         if (parse_seconds(optarg, 3600, &arg_request_timeout_usec) < 0 || arg_request_timeout_usec == 0)
                                 return log_error_errno(EINVAL, "Invalid --request-timeout: %s", optarg);
+                        break;
+                case ARG_POLICY_DIR:
+                        if (optarg[0] != '/')
+                                return log_error_errno(EINVAL, "Invalid --policy-dir: %s (an absolute path)", optarg);
+                        arg_policy_dir = optarg;
+                        break;
+                case ARG_CONSENT_TIMEOUT:
+                        if (parse_seconds(optarg, 24 * 3600, &arg_consent_timeout_usec) < 0 ||
+                            arg_consent_timeout_usec == 0)
+                                return log_error_errno(EINVAL, "Invalid --consent-timeout: %s", optarg);
                         break;
                 case ARG_STORE:
                         if (!streq(optarg, "auto") && !streq(optarg, STORE_KEYRING) &&
@@ -162,6 +183,17 @@ static int on_fault_hang(sd_event_source *s, const struct signalfd_siginfo *si, 
         return 0;
 }
 
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        (void) s;
+        (void) si;
+        (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, now_monotonic_usec());
+        (void) manager_load_policy(m, NULL); /* logs what is wrong */
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+        return 0;
+}
+
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         (void) s;
         (void) si;
@@ -185,6 +217,7 @@ int main(int argc, char *argv[]) {
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGHUP);
         sigaddset(&ss, SIGPIPE);
         if (test_faults_enabled())
                 sigaddset(&ss, SIGUSR2);
@@ -198,6 +231,8 @@ int main(int argc, char *argv[]) {
                 .keep_fresh_usec = arg_keep_fresh_usec,
                 .request_timeout_usec = arg_request_timeout_usec,
                 .store = arg_store,
+                .policy_dir = arg_policy_dir,
+                .consent_timeout_usec = arg_consent_timeout_usec,
         };
         r = manager_new(&cfg, &m);
         if (r < 0)
@@ -206,7 +241,8 @@ int main(int argc, char *argv[]) {
         if (r < 0)
                 goto finish;
         if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m)) < 0 ||
-            (r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m)) < 0) {
+            (r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload, m)) < 0) {
                 log_error_errno(r, "Cannot watch signals: %m");
                 goto finish;
         }

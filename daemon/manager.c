@@ -10,8 +10,10 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "credential.h"
+#include "consent.h"
 #include "engine.h"
 #include "peer.h"
+#include "policy.h"
 #include "provider.h"
 #include "store-migrate.h"
 
@@ -41,6 +43,7 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
         m->owner_uid = geteuid();
         m->keep_fresh_usec = cfg->keep_fresh_usec;
         m->request_timeout_usec = cfg->request_timeout_usec ?: 15 * USEC_PER_SEC;
+        m->consent_timeout_usec = cfg->consent_timeout_usec ?: CONSENT_TIMEOUT_DEFAULT_USEC;
         m->store_mode = strdup(cfg->store ?: "auto");
         if (!m->store_mode) {
                 free(m);
@@ -54,6 +57,14 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
         if (!m->state_dir) {
                 manager_free(m);
                 return log_error_errno(ENXIO, "Cannot determine the state directory: set $XDG_STATE_HOME or $HOME");
+        }
+        if (cfg->policy_dir)
+                m->policy_dir = strdup(cfg->policy_dir);
+        else if (env_dir("XDG_CONFIG_HOME", ".config", "tokend/policy.d", &m->policy_dir) < 0)
+                m->policy_dir = NULL;
+        if (!m->policy_dir) {
+                manager_free(m);
+                return log_error_errno(ENXIO, "Cannot determine the policy directory: set $XDG_CONFIG_HOME or $HOME");
         }
 
         r = provider_default_dirs(PROVIDERS_DIR, &m->provider_dirs);
@@ -101,6 +112,7 @@ Manager *manager_free(Manager *m) {
         /* Pending adds are cancelled with their connections when the server goes. */
         m->varlink = varlink_server_free(m->varlink);
         store_migrate_free(m);
+        consent_done(m);
         while (m->credentials) {
                 Credential *c = m->credentials;
                 credential_unlink(c);
@@ -109,6 +121,8 @@ Manager *manager_free(Manager *m) {
         m->http = http_free(m->http);
         m->store = store_free(m->store);
         m->audit = audit_free(m->audit);
+        m->policy = policy_free(m->policy);
+        free(m->policy_dir);
         sd_event_source_disable_unref(m->stop_timer);
         if (m->socket_path)
                 (void) unlink(m->socket_path);
@@ -120,6 +134,31 @@ Manager *manager_free(Manager *m) {
         sd_event_unref(m->event);
         free(m);
         return NULL;
+}
+
+int manager_load_policy(Manager *m, char **ret_error) {
+        _cleanup_free_ char *error = NULL;
+        Policy *p = NULL;
+
+        int r = policy_load_dir(m->policy_dir, &p, &error);
+        if (r < 0) {
+                if (!m->policy) {
+                        m->policy = policy_new_failsafe();
+                        if (!m->policy)
+                                return log_error_errno(ENOMEM, "Cannot set up the failsafe policy: %m");
+                        log_error("Policy: %s. Running with the failsafe policy: every caller must ask, and the "
+                                  "manager interface answers nobody until a reload succeeds",
+                                  error ?: "out of memory");
+                } else
+                        log_error("Policy: %s. Keeping the policy in force", error ?: "out of memory");
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
+                return r;
+        }
+        policy_free(m->policy);
+        m->policy = p;
+        log_info("Policy: %zu agents from %s", policy_n_agents(p), m->policy_dir);
+        return 0;
 }
 
 Credential *manager_find_credential(Manager *m, const char *name) {
@@ -512,9 +551,10 @@ static int on_connect(VarlinkServer *s, VarlinkConnection *conn, void *userdata)
         }
         varlink_connection_set_userdata(conn, id);
 
-        if (peer->uid != m->owner_uid) {
-                log_notice("Refusing connection from uid %u (pid %d): tokend serves uid %u only", (unsigned) peer->uid,
-                           (int) peer->pid, (unsigned) m->owner_uid);
+        if (peer->uid != m->owner_uid && !policy_match(m->policy, id)) {
+                log_notice("Refusing connection from uid %u (pid %d): tokend serves uid %u, and other uids only "
+                           "when its policy names them as agents", (unsigned) peer->uid, (int) peer->pid,
+                           (unsigned) m->owner_uid);
                 audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .agent = id,
                                               .reason = "org.varlink.service.PermissionDenied",
                                               .message = "tokend deny: connection from another uid refused" });
@@ -605,6 +645,10 @@ int manager_start(Manager *m, const char *socket_path) {
         r = manager_load_state(m, root);
         if (r < 0)
                 return r;
+        (void) manager_load_policy(m, NULL);
+        r = consent_load(m);
+        if (r < 0)
+                return r;
 
         (void) varlink_server_set_info(m->varlink, "tokend", "tokend", PACKAGE_VERSION, PACKAGE_URL);
         varlink_server_set_callbacks(m->varlink, on_connect, on_disconnect, m);
@@ -641,6 +685,7 @@ void manager_stop(Manager *m) {
         if (m->stopping)
                 return;
         m->stopping = true;
+        consent_flush(m);
         engine_flush_stores(m);
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping: finishing refreshes in flight");
         log_info("Stopping");

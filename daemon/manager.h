@@ -18,6 +18,10 @@ typedef struct LoginOperation LoginOperation;
 typedef struct RevokeOperation RevokeOperation;
 typedef struct MigrateOperation MigrateOperation;
 typedef struct Audit Audit;
+typedef struct Policy Policy;
+typedef struct Grant Grant;
+typedef struct ConsentRequest ConsentRequest;
+typedef struct ConsentWatcher ConsentWatcher;
 
 #define CREDENTIALS_MAX 256U
 
@@ -29,6 +33,8 @@ typedef struct ManagerConfig {
         uint64_t keep_fresh_usec;      /* keep refreshing a token this long after its last use */
         uint64_t request_timeout_usec; /* how long a GetToken may wait for a refresh */
         const char *store;             /* for new credentials: "auto" (NULL), "keyring" or "secret-service" */
+        const char *policy_dir;        /* NULL: $XDG_CONFIG_HOME/tokend/policy.d */
+        uint64_t consent_timeout_usec; /* how long a request waits for the owner's consent; 0: default */
 } ManagerConfig;
 
 typedef struct Manager {
@@ -40,6 +46,15 @@ typedef struct Manager {
         const char *store_state_seen; /* last state logged */
         MigrateOperation *migration;
         Audit *audit; /* audit.c: where the audit trail goes */
+        Policy *policy; /* never NULL once started: the default or failsafe policy at worst */
+        char *policy_dir;
+
+        Grant *grants; /* consent.c */
+        unsigned n_grants;
+        ConsentRequest *requests;
+        unsigned n_requests;
+        ConsentWatcher *watchers;
+        uint64_t consent_timeout_usec;
 
         Credential *credentials;
         unsigned n_credentials;
@@ -70,6 +85,11 @@ void manager_stop(Manager *m);
 /* Called when a refresh completes: lets a pending stop finish. */
 void manager_check_stop(Manager *m);
 void manager_update_status(Manager *m);
+
+/* Reads the policy directory. On error keeps the policy in force (on the
+ * first load: the failsafe policy), logs, and sets *ret_error (may be NULL)
+ * to "PATH:LINE: why". */
+int manager_load_policy(Manager *m, char **ret_error);
 
 Credential *manager_find_credential(Manager *m, const char *name);
 /* An add, login or revocation of this credential name is in progress. */

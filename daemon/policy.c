@@ -19,13 +19,16 @@
 #define POLICY_UNIT_GLOB_MAX 256U
 /* How much of a value a message quotes. */
 #define SHOWN_MAX 64U
+/* The name of [Credential *]: every credential without a section of its own. */
+#define CREDENTIAL_ANY "*"
 
 typedef struct PolicyCredential {
-        char *name;
-        unsigned line;   /* of the [Credential NAME] header */
-        bool scopes_set; /* a Scopes= line was seen */
-        bool scopes_all; /* Scopes=*: all the credential holds */
+        char *name;         /* or CREDENTIAL_ANY */
+        unsigned line;      /* of the [Credential NAME] header */
+        bool scopes_set;    /* a Scopes= line was seen */
+        bool scopes_all;    /* Scopes=*: all the credential holds */
         ScopeSet scopes;
+        bool resources_all; /* Resources=*: any resource */
         char **resources;
         size_t n_resources;
 } PolicyCredential;
@@ -472,6 +475,14 @@ static int parse_resources(Parser *ps, const char *key, char *v) {
 
         for (char *tok = strtok_r(v, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
                 const char *reason;
+                /* Like Scopes=*: alone on its line and in its section, so that "any" is never mixed
+                 * up with a list that looks like a limit. */
+                if (c->resources_all || (streq(tok, "*") && c->n_resources > 0))
+                        return perr(ps, -EINVAL, "%s: \"*\" (any resource) stands alone", key);
+                if (streq(tok, "*")) {
+                        c->resources_all = true;
+                        continue;
+                }
                 /* The same rule the agent interface applies to a requested resource. */
                 if (oauth_check_url(tok, true, &reason) < 0)
                         return perr(ps, -EINVAL, "%s: \"%s\": %s", key, show(tok, b), reason);
@@ -511,7 +522,7 @@ static const char *section_name(Section s) {
         case SECTION_AGENT:
                 return "[Agent]";
         case SECTION_CREDENTIAL:
-                return "[Credential NAME]";
+                return "[Credential NAME]"; /* or [Credential *]; the keys are the same */
         }
         return "?";
 }
@@ -572,12 +583,13 @@ static int begin_credential(Parser *ps, const char *name) {
         if (ps->n_agents == 0)
                 return perr(ps, -EINVAL, "[Credential %s] must follow the [Agent] section it belongs to",
                             show(name, b));
-        if (!credential_name_valid(name))
+        if (!credential_name_valid(name) && !streq(name, CREDENTIAL_ANY))
                 return perr(ps, -EINVAL,
                             "[Credential %s]: not a valid credential name (1-%u characters of A-Z, a-z, 0-9, '.', "
-                            "'_', '-', starting with a letter or digit)",
+                            "'_', '-', starting with a letter or digit), nor * alone for every other credential",
                             show(name, b), CREDENTIAL_NAME_MAX);
         PolicyAgent *a = current_agent(ps);
+        /* At most one [Credential *] too: a second one is refused like a second [Credential NAME]. */
         for (size_t i = 0; i < a->n_credentials; i++)
                 if (streq(a->credentials[i].name, name))
                         return perr(ps, -EINVAL, "[Credential %s] is already given for this agent on line %u", name,
@@ -632,7 +644,8 @@ static int parse_section(Parser *ps, char *s) {
         }
         if (streq(inner, "Credential"))
                 return perr(ps, -EINVAL, "[Credential] needs the credential's name: [Credential NAME]");
-        return perr(ps, -EINVAL, "unknown section [%s] (there are [Agent] and [Credential NAME])", show(inner, b));
+        return perr(ps, -EINVAL, "unknown section [%s] (there are [Agent], [Credential NAME] and [Credential *])",
+                    show(inner, b));
 }
 
 static int parse_assignment(Parser *ps, const char *key, char *value) {
@@ -937,11 +950,17 @@ bool policy_is_manager_allowed(const Policy *p, const PeerIdentity *id, uid_t ow
 
 /* ---- requests ---- */
 
+/* The agent's section for credential `name`: its [Credential NAME] wherever it
+ * is written, else its [Credential *], else NULL. */
 static const PolicyCredential *find_credential(const PolicyAgent *a, const char *name) {
-        for (size_t i = 0; name && i < a->n_credentials; i++)
+        const PolicyCredential *any = NULL;
+        for (size_t i = 0; name && i < a->n_credentials; i++) {
                 if (streq(a->credentials[i].name, name))
                         return &a->credentials[i];
-        return NULL;
+                if (streq(a->credentials[i].name, CREDENTIAL_ANY))
+                        any = &a->credentials[i];
+        }
+        return any;
 }
 
 static int scope_set_intersect(const ScopeSet *a, const ScopeSet *b, ScopeSet *ret) {
@@ -979,6 +998,9 @@ int policy_check_request(const PolicyAgent *a, const char *credential, const Sco
         const PolicyCredential *c = NULL;
         ScopeSet allowed = {}, missing = {};
         bool all; /* no bound at all: nothing narrower is known */
+        /* Where a refusal comes from a [Credential *], it says so, for the owner who
+         * looks for the section that decided. */
+        const char *via = "";
         char b1[SHOWN_MAX + 4], b2[SHOWN_MAX + 4];
         int r;
 
@@ -988,7 +1010,9 @@ int policy_check_request(const PolicyAgent *a, const char *credential, const Sco
                 c = find_credential(a, credential);
                 if (!c)
                         return refuse(ret_why, "agent %s may not use credential %s", a->name, show(credential, b1));
-                if (resource) {
+                if (streq(c->name, CREDENTIAL_ANY))
+                        via = " via [Credential *]";
+                if (resource && !c->resources_all) {
                         bool ok = false;
                         for (size_t i = 0; !ok && i < c->n_resources; i++)
                                 ok = streq(c->resources[i], resource);
@@ -997,9 +1021,9 @@ int policy_check_request(const PolicyAgent *a, const char *credential, const Sco
                                 if (!list)
                                         return -ENOMEM;
                                 return refuse(ret_why,
-                                              "resource %s is not allowed for agent %s with credential %s "
+                                              "resource %s is not allowed for agent %s with credential %s%s "
                                               "(allowed: %s)",
-                                              show(resource, b1), a->name, c->name, list);
+                                              show(resource, b1), a->name, show(credential, b2), via, list);
                         }
                 }
         }
@@ -1052,8 +1076,8 @@ int policy_check_request(const PolicyAgent *a, const char *credential, const Sco
                 _cleanup_free_ char *held = scope_set_join(credential_scopes), *mine = scope_set_join(&c->scopes);
                 if (!held || !mine)
                         goto out;
-                r = refuse(ret_why, "agent %s may use none of the scopes credential %s holds (agent may get: %s; "
-                           "credential holds: %s)", a->name, c->name, mine, held);
+                r = refuse(ret_why, "agent %s may use none of the scopes credential %s holds%s (agent may get: %s; "
+                           "credential holds: %s)", a->name, show(credential, b2), via, mine, held);
         } else {
                 /* Name first what the policy does not allow, else what the credential does not hold. */
                 bool policy_wider = c && !c->scopes_all && !scope_set_is_subset(requested, &c->scopes, &missing);
@@ -1067,9 +1091,9 @@ int policy_check_request(const PolicyAgent *a, const char *credential, const Sco
                 bool plural = missing.n > 1;
                 if (policy_wider)
                         r = refuse(ret_why,
-                                   "scope%s %s %s wider than allowed for agent %s with credential %s (allowed: %s)",
-                                   plural ? "s" : "", show(what, b1), plural ? "are" : "is", a->name, c->name,
-                                   *allowed_s ? allowed_s : "none");
+                                   "scope%s %s %s wider than allowed for agent %s with credential %s%s (allowed: %s)",
+                                   plural ? "s" : "", show(what, b1), plural ? "are" : "is", a->name,
+                                   show(credential, b2), via, *allowed_s ? allowed_s : "none");
                 else
                         r = refuse(ret_why, "scope%s %s %s not held by credential %s (allowed: %s)", plural ? "s" : "",
                                    show(what, b1), plural ? "are" : "is", show(credential, b2),
@@ -1137,6 +1161,8 @@ static json_object *policy_credential_to_json(const PolicyCredential *c) {
                 ok = arr_add(scopes, json_object_new_string("*"));
         for (size_t i = 0; ok && !c->scopes_all && i < c->scopes.n; i++)
                 ok = arr_add(scopes, json_object_new_string(c->scopes.items[i]));
+        if (ok && c->resources_all)
+                ok = arr_add(resources, json_object_new_string("*"));
         for (size_t i = 0; ok && i < c->n_resources; i++)
                 ok = arr_add(resources, json_object_new_string(c->resources[i]));
         if (ok)

@@ -3,7 +3,9 @@
  * (*.conf, systemd-style INI) map selectors on the caller's kernel identity
  * (unit, exe, uid, cgroup) to a mode (allow, ask, deny), a consent duration,
  * a token lifetime cap, and per credential the widest scopes and the RFC 8707
- * resources the agent may get. docs/policy.md documents the format.
+ * resources the agent may get ([Credential *]: every credential without a
+ * section of its own; Resources=*: any resource). docs/policy.md documents
+ * the format.
  *
  * Parsing is strict and all-or-nothing: any error fails the whole load with
  * "PATH:LINE: why" and no policy, so a broken file never widens access; the
@@ -26,7 +28,7 @@
 #define POLICY_LINE_MAX 4096U
 #define POLICY_FILES_MAX 256U
 #define POLICY_AGENTS_MAX 256U
-#define POLICY_CREDENTIALS_MAX 64U /* [Credential] sections per agent */
+#define POLICY_CREDENTIALS_MAX 64U /* [Credential] sections per agent, [Credential *] included */
 #define POLICY_RESOURCES_MAX 16U   /* Resources= entries per [Credential] */
 #define POLICY_NAME_MAX 64U
 
@@ -96,8 +98,12 @@ bool policy_is_manager_allowed(const Policy *p, const PeerIdentity *id, uid_t ow
  * `credential_scopes` (what the credential holds) may be NULL or empty when
  * the provider never said; `resource` may be NULL.
  *
- * The allowed set is the agent's Scopes= for this credential (Scopes=*: all
- * the credential holds) intersected with the credential's scopes when known.
+ * The agent's section for the credential is its [Credential NAME], wherever
+ * written, else its [Credential *]; without either the credential is not
+ * allowed. A resource must be listed in that section's Resources=, or it
+ * says Resources=* (any). The allowed set is that section's Scopes= (Scopes=*:
+ * all the credential holds) intersected with the credential's scopes when
+ * known.
  * An unknown caller may use any credential, any resource and all its scopes
  * (its gate is the owner's consent). Returns 0 and *ret_effective (may be
  * NULL) = the requested scopes when they are a subset of the allowed set, or
@@ -126,7 +132,8 @@ uint64_t policy_agent_max_lifetime_usec(const PolicyAgent *a);
 
 /* How the policy sees an agent, for WhoAmI: name, mode, file, line,
  * consent_duration and max_lifetime (seconds; the latter omitted when
- * none), the selectors given, and the credentials with their scopes ("*" for
- * all) and resources. For NULL (unknown caller) only mode and
+ * none), the selectors given, and the credentials in the order written, with
+ * their scopes and resources ("*" for all or any; [Credential *] is a
+ * credential named "*"). For NULL (unknown caller) only mode and
  * consent_duration. NULL when out of memory. */
 json_object *policy_agent_to_json(const PolicyAgent *a);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/test-policy.c: the policy format (every key, every error naming
  * PATH:LINE), loading a directory in lexical order, matching and its
- * precedence, request checks and the manager rule. */
+ * precedence, request checks (with [Credential *] and Resources=*) and the
+ * manager rule. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -312,6 +313,36 @@ TEST(parse_errors) {
                   "t.conf:6: Resources: \"api.github.com\": URL must start with https://", -EINVAL },
                 { "[Agent]\nName=a\nUid=1\n[Credential c]\nScopes=*\nResources=https://a https://a\n",
                   "t.conf:6: Resources: \"https://a\" is listed twice", -EINVAL },
+
+                /* Wildcards: [Credential *] once per agent, Resources=* alone in its section. */
+                { "[Agent]\nName=a\nUid=1\n[Credential *]\nScopes=x\n[Credential c]\nScopes=y\n"
+                  "[Credential *]\nScopes=z\n",
+                  "t.conf:8: [Credential *] is already given for this agent on line 4", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential *]\nScopes=x\n[Credential  *\t]\nScopes=x\n",
+                  "t.conf:6: [Credential *] is already given for this agent on line 4", -EINVAL },
+                { "\n[Credential *]\nScopes=x\n", "t.conf:2: [Credential *] must follow the [Agent] section",
+                  -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential *]\n", "t.conf:4: [Credential *] needs Scopes=", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential **]\nScopes=x\n",
+                  "t.conf:4: [Credential **]: not a valid credential name (1-64 characters of A-Z, a-z, 0-9, '.', "
+                  "'_', '-', starting with a letter or digit), nor * alone for every other credential",
+                  -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential gh*]\nScopes=x\n", "t.conf:4: [Credential gh*]: not a valid",
+                  -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential * gh]\nScopes=x\n",
+                  "t.conf:4: [Credential * gh]: not a valid", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential c]\nScopes=*\nResources=* https://a\n",
+                  "t.conf:6: Resources: \"*\" (any resource) stands alone", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential c]\nScopes=*\nResources=https://a *\n",
+                  "t.conf:6: Resources: \"*\" (any resource) stands alone", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential c]\nScopes=*\nResources=https://a\nResources=*\n",
+                  "t.conf:7: Resources: \"*\" (any resource) stands alone", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential *]\nScopes=*\nResources=*\nResources=https://a\n",
+                  "t.conf:7: Resources: \"*\" (any resource) stands alone", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential c]\nScopes=*\nResources=*\nResources=*\n",
+                  "t.conf:7: Resources: \"*\" (any resource) stands alone", -EINVAL },
+                { "[Agent]\nName=a\nUid=1\n[Credential c]\nScopes=*\nResources=**\n",
+                  "t.conf:6: Resources: \"**\": URL must start with https://", -EINVAL },
 
                 /* Checks at the end of a section, at its header's line. */
                 { "[Agent]\nUid=1\n", "t.conf:1: [Agent] needs Name=", -EINVAL },
@@ -665,6 +696,150 @@ TEST(check_request) {
         }
 }
 
+/* [Credential *] and Resources=*. */
+TEST(wildcards) {
+        _cleanup_policy_ Policy *p = parse_ok(
+                /* The wildcard first, a specific section after it. */
+                "[Agent]\nName=any-first\nUid=1000\nMode=allow\n"
+                "[Credential *]\nScopes=read write\n"
+                "[Credential github]\nScopes=repo\nResources=https://api.github.com\n"
+                /* The specific section first; blanks inside the brackets are trimmed. */
+                "[Agent]\nName=any-last\nUid=1001\n"
+                "[Credential github]\nScopes=repo\n"
+                "[Credential  * ]\nScopes=*\nResources=*\n"
+                /* Resources=* in a specific section. */
+                "[Agent]\nName=any-resource\nUid=1002\n"
+                "[Credential github]\nScopes=*\nResources=*\n"
+                /* deny wins over the wildcard too. */
+                "[Agent]\nName=blocked\nUid=1003\nMode=deny\n"
+                "[Credential *]\nScopes=*\nResources=*\n");
+        const char *const names[] = { "any-first", "any-last", "any-resource", "blocked" };
+        const PolicyAgent *agents[ELEMENTSOF(names)];
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                PeerIdentity id = peer((uid_t) (1000 + i), NULL, NULL, NULL);
+                agents[i] = policy_match(p, &id);
+                ASSERT_STREQ(policy_agent_name(agents[i]), names[i]);
+        }
+
+        static const struct {
+                int who; /* index into names */
+                const char *credential, *requested, *held, *resource;
+                int r;
+                const char *effective; /* on -EPERM: the allowed set, NULL when not set */
+                const char *why;
+        } cases[] = {
+                /* A credential without a section of its own gets [Credential *]. */
+                { 0, "slack", "read", "", NULL, 0, "read", NULL },
+                { 0, "slack", "", "", NULL, 0, "read write", NULL },
+                { 0, "slack", "", "read admin", NULL, 0, "read", NULL },
+                { 0, "google.work", "write read", "", NULL, 0, "read write", NULL },
+                /* The scope checks work through it, and name the allowed set and the section. */
+                { 0, "slack", "read admin", "", NULL, -EPERM, "read write",
+                  "scope admin is wider than allowed for agent any-first with credential slack via [Credential *] "
+                  "(allowed: read write)" },
+                { 0, "slack", "write", "read admin", NULL, -EPERM, "read",
+                  "scope write is not held by credential slack (allowed: read)" },
+                { 0, "slack", "", "admin", NULL, -EPERM, "",
+                  "agent any-first may use none of the scopes credential slack holds via [Credential *] (agent may "
+                  "get: read write; credential holds: admin)" },
+                /* Without Resources= in [Credential *], no resource. */
+                { 0, "slack", "read", "", "https://slack.com", -EPERM, NULL,
+                  "resource https://slack.com is not allowed for agent any-first with credential slack via "
+                  "[Credential *] (allowed: none)" },
+                /* The specific section wins, though written after [Credential *]. */
+                { 0, "github", "repo", "", "https://api.github.com", 0, "repo", NULL },
+                { 0, "github", "", "", NULL, 0, "repo", NULL },
+                { 0, "github", "read", "", NULL, -EPERM, "repo",
+                  "scope read is wider than allowed for agent any-first with credential github (allowed: repo)" },
+                { 0, "github", "repo", "", "https://evil.example", -EPERM, NULL,
+                  "resource https://evil.example is not allowed for agent any-first with credential github "
+                  "(allowed: https://api.github.com)" },
+                /* ... and though written before it: Scopes=* and Resources=* of the wildcard do not leak in. */
+                { 1, "github", "repo", "", NULL, 0, "repo", NULL },
+                { 1, "github", "admin:org", "", NULL, -EPERM, "repo",
+                  "scope admin:org is wider than allowed for agent any-last with credential github (allowed: repo)" },
+                { 1, "github", "repo", "", "https://api.github.com", -EPERM, NULL,
+                  "resource https://api.github.com is not allowed for agent any-last with credential github "
+                  "(allowed: none)" },
+                /* [Credential *] with Scopes=* and Resources=*: anything the credential holds, any resource. */
+                { 1, "slack", "", "", "https://slack.com/api", 0, "", NULL },
+                { 1, "slack", "chat:write", "", "http://127.0.0.1:8080/x", 0, "chat:write", NULL },
+                { 1, "slack", "", "chat:write users:read", NULL, 0, "chat:write users:read", NULL },
+                { 1, "slack", "admin", "chat:write", NULL, -EPERM, "chat:write",
+                  "scope admin is not held by credential slack (allowed: chat:write)" },
+                /* Resources=* in a specific section; the other credentials are still not allowed. */
+                { 2, "github", "repo", "", "https://api.github.com", 0, "repo", NULL },
+                { 2, "github", "", "", "https://anything.example/path?q=1", 0, "", NULL },
+                { 2, "slack", "", "", NULL, -EPERM, NULL, "agent any-resource may not use credential slack" },
+                /* Mode deny refuses whatever the wildcard says. */
+                { 3, "slack", "", "", NULL, -EPERM, NULL, "agent blocked is denied by policy (t.conf:24)" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const PolicyAgent *a = agents[cases[i].who];
+                ScopeSet req = scopes(cases[i].requested), held = scopes(cases[i].held), eff = {};
+                _cleanup_free_ char *why = NULL, *got = NULL;
+                int r = policy_check_request(a, cases[i].credential, &req, &held, cases[i].resource, &eff, &why);
+                got = joined(&eff);
+                if (r != cases[i].r)
+                        TEST_FAIL("case %zu: got %d (%s), want %d", i, r, why ?: "-", cases[i].r);
+                if (cases[i].effective && !streq(got, cases[i].effective))
+                        TEST_FAIL("case %zu: effective \"%s\", want \"%s\"", i, got, cases[i].effective);
+                if (!cases[i].effective)
+                        ASSERT_EQ(eff.n, 0);
+                if (cases[i].why)
+                        ASSERT_CONTAINS(why, cases[i].why);
+                else
+                        ASSERT_TRUE(why == NULL);
+                ASSERT_EQ(policy_check_request(a, cases[i].credential, req.n ? &req : NULL, held.n ? &held : NULL,
+                                               cases[i].resource, NULL, NULL),
+                          cases[i].r);
+                scope_set_done(&req);
+                scope_set_done(&held);
+                scope_set_done(&eff);
+        }
+
+        /* A NULL credential is never covered by the wildcard. */
+        _cleanup_free_ char *why = NULL;
+        ASSERT_EQ(policy_check_request(agents[1], NULL, NULL, NULL, NULL, NULL, &why), -EPERM);
+        ASSERT_CONTAINS(why, "agent any-last may not use credential ");
+
+        /* WhoAmI shows the wildcards as written, in file order. */
+        static const char *const want[] = {
+                "{\"mode\":\"allow\",\"consent_duration\":28800,\"name\":\"any-first\",\"file\":\"t.conf\","
+                "\"line\":1,\"uid\":1000,\"credentials\":["
+                "{\"name\":\"*\",\"scopes\":[\"read\",\"write\"],\"resources\":[]},"
+                "{\"name\":\"github\",\"scopes\":[\"repo\"],\"resources\":[\"https://api.github.com\"]}]}",
+                "{\"mode\":\"ask\",\"consent_duration\":28800,\"name\":\"any-last\",\"file\":\"t.conf\","
+                "\"line\":10,\"uid\":1001,\"credentials\":["
+                "{\"name\":\"github\",\"scopes\":[\"repo\"],\"resources\":[]},"
+                "{\"name\":\"*\",\"scopes\":[\"*\"],\"resources\":[\"*\"]}]}",
+                "{\"mode\":\"ask\",\"consent_duration\":28800,\"name\":\"any-resource\",\"file\":\"t.conf\","
+                "\"line\":18,\"uid\":1002,\"credentials\":["
+                "{\"name\":\"github\",\"scopes\":[\"*\"],\"resources\":[\"*\"]}]}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(want); i++) {
+                json_object *j = policy_agent_to_json(agents[i]);
+                ASSERT_TRUE(j);
+                ASSERT_STREQ(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+                             want[i]);
+                json_object_put(j);
+        }
+
+        /* [Credential *] counts against the 64 sections of an agent. */
+        _cleanup_policy_ Policy *q = policy_new_default();
+        _cleanup_free_ char *text = NULL, *err = NULL;
+        size_t size = 8 * 1024, n = 0;
+        ASSERT_TRUE((text = malloc(size)));
+        n = (size_t) snprintf(text, size, "[Agent]\nName=a\nUid=1\n[Credential *]\nScopes=x\n");
+        for (unsigned i = 1; i < POLICY_CREDENTIALS_MAX; i++)
+                n += (size_t) snprintf(text + n, size - n, "[Credential c%u]\nScopes=x\n", i);
+        ASSERT_OK(policy_parse_file(q, "w.conf", text, n, &err));
+        text[13] = 'b'; /* Name=b */
+        n += (size_t) snprintf(text + n, size - n, "[Credential last]\nScopes=x\n");
+        ASSERT_EQ(policy_parse_file(q, "w.conf", text, n, &err), -E2BIG);
+        ASSERT_STREQ(err, "w.conf:132: more than 64 [Credential] sections in one agent");
+}
+
 /* ---- directories ---- */
 
 static char *make_dir(void) {
@@ -854,6 +1029,7 @@ int main(void) {
         RUN(precedence);
         RUN(manager_rule);
         RUN(check_request);
+        RUN(wildcards);
         RUN(load_dir);
         return 0;
 }

@@ -71,6 +71,7 @@ struct VarlinkCall {
         VarlinkCallFlags flags;
         VarlinkCancelFn cancel;
         void *cancel_userdata;
+        char *tag;
 };
 
 struct VarlinkConnection {
@@ -115,6 +116,7 @@ static void connection_free(VarlinkConnection *c) {
                 if (call->cancel)
                         call->cancel(call, call->cancel_userdata);
                 free(call->method);
+                free(call->tag);
                 free(call);
         }
         if (s->on_disconnect)
@@ -180,6 +182,7 @@ static void call_complete(VarlinkCall *call) {
 
         c->call = NULL;
         free(call->method);
+        free(call->tag);
         free(call);
         connection_schedule(c);
 }
@@ -253,6 +256,19 @@ VarlinkCallFlags varlink_call_flags(VarlinkCall *call) {
 void varlink_call_set_cancel(VarlinkCall *call, VarlinkCancelFn fn, void *userdata) {
         call->cancel = fn;
         call->cancel_userdata = userdata;
+}
+
+int varlink_call_set_tag(VarlinkCall *call, const char *tag) {
+        char *t = NULL;
+        if (tag && !(t = strdup(tag)))
+                return -ENOMEM;
+        free(call->tag);
+        call->tag = t;
+        return 0;
+}
+
+const char *varlink_call_get_tag(VarlinkCall *call) {
+        return call ? call->tag : NULL;
 }
 
 const VarlinkPeer *varlink_connection_peer(VarlinkConnection *c) {
@@ -406,6 +422,8 @@ static int connection_dispatch(VarlinkConnection *c, json_object *m) {
                                                   params_1("interface", n ?: method)),
                                0;
                 }
+                if (iface->authorize && !iface->authorize(call, s->userdata))
+                        return varlink_call_error(call, VARLINK_ERROR_PERMISSION_DENIED, NULL), 0;
                 const VarlinkMethod *vm = NULL;
                 for (const VarlinkMethod *i = iface->methods; i && i->name; i++)
                         if (streq(i->name, member)) {

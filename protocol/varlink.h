@@ -63,6 +63,9 @@ typedef struct VarlinkInterface {
         const char *name;            /* e.g. "io.tokend.agent" */
         const char *description;     /* the IDL text, returned by GetInterfaceDescription */
         const VarlinkMethod *methods; /* terminated by an entry with name == NULL */
+        /* NULL, or decides per call whether the caller may use the interface
+         * at all; false answers PermissionDenied before the method is looked up. */
+        bool (*authorize)(VarlinkCall *call, void *userdata);
 } VarlinkInterface;
 
 /* What the kernel says about the peer, captured at accept(). */
@@ -115,6 +118,10 @@ VarlinkConnection *varlink_call_connection(VarlinkCall *call);
 const char *varlink_call_method(VarlinkCall *call); /* fully qualified */
 VarlinkCallFlags varlink_call_flags(VarlinkCall *call);
 void varlink_call_set_cancel(VarlinkCall *call, VarlinkCancelFn fn, void *userdata);
+/* A short string the handler attaches to a call (copied; freed with the call),
+ * e.g. the grant a token request goes under, for the audit record of its answer. */
+int varlink_call_set_tag(VarlinkCall *call, const char *tag);
+const char *varlink_call_get_tag(VarlinkCall *call); /* NULL call or no tag: NULL */
 
 /* All reply functions take ownership of `parameters` (NULL means {}), and wipe
  * every string in it once serialized, so tokens do not linger in freed memory.
