@@ -486,7 +486,7 @@ static int manager_get_token(VarlinkCall *call, json_object *parameters, Varlink
                                           engine_error_parameters(t.credential, "io.tokend.agent.NoSuchCredential",
                                                                   NULL, -1));
         }
-        return engine_get_token(c, call, &t.scopes, t.resource, t.min_ttl);
+        return engine_get_token(c, call, &t.scopes, t.resource, t.min_ttl, 0);
 }
 
 static int parse_no_parameters(VarlinkCall *call, json_object *parameters) {

@@ -567,7 +567,8 @@ static int issue_under_grant(Manager *m, VarlinkCall *call, Credential *c, Grant
                 grant_free(g);
                 (void) grants_save(m);
         }
-        return engine_get_token(c, call, scopes, resource, min_ttl);
+        return engine_get_token(c, call, scopes, resource, min_ttl,
+                                policy_agent_max_lifetime_usec(policy_match(m->policy, audit_call_agent(call))));
 }
 
 static unsigned requests_of(Manager *m, const char *key) {
@@ -677,7 +678,7 @@ int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, Sco
                               engine_error_parameters(credential, ERR_NO_CREDENTIAL, NULL, -1));
 
         if (policy_agent_mode(a) == POLICY_ALLOW)
-                return engine_get_token(c, call, &effective, resource, min_ttl);
+                return engine_get_token(c, call, &effective, resource, min_ttl, policy_agent_max_lifetime_usec(a));
 
         if (peer_exited(id))
                 return varlink_call_error(call, ERR_CALLER_GONE, NULL);

@@ -55,6 +55,7 @@ struct Waiter {
         Waiter *prev, *next;
         VarlinkCall *call;
         int64_t min_ttl;
+        uint64_t max_lifetime; /* usec; 0: none */
         sd_event_source *timeout;
 };
 
@@ -167,13 +168,19 @@ static bool entry_satisfies(TokenEntry *e, int64_t min_ttl, uint64_t now) {
         return e->expires - now >= entry_need_usec(e, min_ttl);
 }
 
-static int entry_reply(TokenEntry *e, VarlinkCall *call) {
+/* max_lifetime (usec, 0: none): the agent's MaxLifetime=. The token cannot be
+ * shortened at the provider; the agent is told it expires that soon, so that
+ * it comes back, through policy and consent, no later than that. */
+static int entry_reply(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime) {
         json_object *p = json_object_new_object();
         if (!p)
                 return -ENOMEM;
+        uint64_t expires = e->expires;
+        if (max_lifetime > 0 && now_boot() + max_lifetime < expires)
+                expires = now_boot() + max_lifetime;
         json_object_object_add(p, "token", json_object_new_string(e->access_token));
         json_object_object_add(p, "token_type", json_object_new_string(e->token_type ?: "Bearer"));
-        json_object_object_add(p, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
+        json_object_object_add(p, "expires_at", json_object_new_int64(boot_to_epoch_sec(expires)));
         json_object_object_add(p, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
         engine_audit(e->cred, AUDIT_ISSUE, call, e->granted.n > 0 ? &e->granted : &e->scopes, e->resource,
                      e->access_token, NULL);
@@ -452,10 +459,11 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 for (Waiter *w = e->waiters, *next; w; w = next) {
                         next = w->next;
                         VarlinkCall *call = w->call;
+                        uint64_t max_lifetime = w->max_lifetime;
                         if (entry_satisfies(e, w->min_ttl, now)) {
                                 varlink_call_set_cancel(call, NULL, NULL);
                                 waiter_free(w);
-                                (void) entry_reply(e, call);
+                                (void) entry_reply(e, call, max_lifetime);
                         }
                 }
                 entry_fail_waiters(e, ERR_LIFETIME, NULL);
@@ -580,7 +588,8 @@ static int waiter_on_timeout(sd_event_source *s, uint64_t usec, void *userdata) 
         return 0;
 }
 
-int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl) {
+int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl,
+                     uint64_t max_lifetime) {
         Manager *m = c->manager;
         _cleanup_(scope_set_done) ScopeSet requested = *scopes;
         int r;
@@ -622,17 +631,19 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
 
         uint64_t now = now_boot();
         e->last_used = now;
-        if (entry_satisfies(e, min_ttl, now))
-                return entry_reply(e, call);
-
-        if (min_ttl >= 0 && e->lifetime > 0 && (uint64_t) min_ttl * USEC_PER_SEC > e->lifetime) {
+        uint64_t limit = e->lifetime;
+        if (max_lifetime > 0 && (limit == 0 || max_lifetime < limit))
+                limit = max_lifetime;
+        if (min_ttl >= 0 && limit > 0 && (uint64_t) min_ttl * USEC_PER_SEC > limit) {
                 json_object *p = json_object_new_object();
                 if (p) {
                         json_object_object_add(p, "credential", json_object_new_string(c->name));
-                        json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (e->lifetime / USEC_PER_SEC)));
+                        json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (limit / USEC_PER_SEC)));
                 }
                 return engine_deny(c, call, &e->scopes, resource, ERR_LIFETIME, p);
         }
+        if (entry_satisfies(e, min_ttl, now))
+                return entry_reply(e, call, max_lifetime);
 
         Waiter *w = calloc(1, sizeof *w);
         if (!w) {
@@ -642,6 +653,7 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
         w->entry = e;
         w->call = call;
         w->min_ttl = min_ttl;
+        w->max_lifetime = max_lifetime;
         r = sd_event_add_time_relative(m->event, &w->timeout, CLOCK_BOOTTIME, m->request_timeout_usec, 0,
                                        waiter_on_timeout, w);
         if (r < 0) {

@@ -18,8 +18,11 @@
 
 /* Answers an io.tokend.agent.GetToken call, now or once a refresh completes.
  * Takes ownership of *scopes (NULL or empty set: every scope the credential
- * holds). min_ttl < 0: the default (a tenth of the token's lifetime). */
-int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl);
+ * holds). min_ttl < 0: the default (a tenth of the token's lifetime).
+ * max_lifetime (usec, 0: none): the reply's expires_at is at most this far
+ * ahead, and a min_ttl beyond it is LifetimeTooShort. */
+int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl,
+                     uint64_t max_lifetime);
 
 /* Caches a token obtained outside the engine (the check refresh of AddCredential). */
 int engine_seed(Credential *c, const TokenResponse *t);
