@@ -224,6 +224,8 @@ static void grant_free(Grant *g) {
         if (m) {
                 LIST_REMOVE(m->grants, g);
                 m->n_grants--;
+                if (!m->stopping)
+                        manager_update_status(m);
         }
         sd_event_source_disable_unref(g->timer);
         sd_event_source_disable_unref(g->pidfd_source);
@@ -277,6 +279,7 @@ static int grant_link(Manager *m, Grant *g) {
         g->manager = m;
         LIST_PREPEND(m->grants, g);
         m->n_grants++;
+        manager_update_status(m);
         r = sd_event_add_time(m->event, &g->timer, CLOCK_REALTIME, g->expires, USEC_PER_SEC, grant_on_expire, g);
         if (r >= 0 && g->kind == GRANT_PROCESS)
                 r = sd_event_add_io(m->event, &g->pidfd_source, g->pidfd, EPOLLIN, grant_on_process_exit, g);
@@ -503,6 +506,7 @@ static void request_free(ConsentRequest *q) {
         Manager *m = q->manager;
         LIST_REMOVE(m->requests, q);
         m->n_requests--;
+        manager_update_status(m);
         sd_event_source_disable_unref(q->timer);
         free(q->id);
         free(q->agent);
@@ -625,6 +629,7 @@ static int request_queue(Manager *m, VarlinkCall *call, const PeerIdentity *id, 
         log_notice("Request %s waits for consent: %s (pid %d, %s) wants credential %s", q->id,
                    agent ?: "an unknown caller", (int) id->pid, strna(id->exe), credential);
         watchers_notify(m, "pending", q, NULL);
+        manager_update_status(m);
         return 0;
 }
 

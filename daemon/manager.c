@@ -663,9 +663,12 @@ void manager_update_status(Manager *m) {
         for (Credential *c = m->credentials; c; c = c->next)
                 reauth += c->state != CREDENTIAL_OK;
         const char *st = m->store ? store_state(m->store, NULL, NULL) : "none";
-        (void) sd_notifyf(false, "STATUS=%u credentials (%u need login), %u tokens cached, store: %s (%s)",
-                          m->n_credentials, reauth, engine_count_cached(m), m->store ? store_name(m->store) : "none",
-                          st);
+        (void) sd_notifyf(false,
+                          "STATUS=%u credentials (%u need login), %u tokens cached, %u waiting for consent, "
+                          "%u grants, store: %s (%s)%s",
+                          m->n_credentials, reauth, engine_count_cached(m), m->n_requests, m->n_grants,
+                          m->store ? store_name(m->store) : "none", st,
+                          policy_is_failsafe(m->policy) ? ", policy: failsafe (fix it and reload)" : "");
 }
 
 static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
