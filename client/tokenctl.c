@@ -14,26 +14,14 @@
 #include "common/fileio.h"
 #include "common/util.h"
 #include "tokenctl-audit.h"
+#include "tokenctl-consent.h"
+#include "tokenctl.h"
 #include "varlink.h"
 
-/* Exit codes scripts can rely on (also in --help and README). */
-enum {
-        EXIT_OK = 0,
-        EXIT_FAILURE_ = 1,    /* anything not listed below */
-        EXIT_USAGE = 2,       /* bad command line */
-        EXIT_NO_DAEMON = 3,   /* cannot reach tokend */
-        EXIT_NO_SUCH = 4,     /* no such credential */
-        EXIT_REAUTH = 5,      /* credential needs a new login */
-        EXIT_UNAVAILABLE = 6, /* provider unavailable: retry later */
-        EXIT_REFUSED = 7,     /* request cannot be satisfied (scope, lifetime, exists, bad input) */
-        EXIT_DENIED = 8,      /* permission denied */
-};
-
-#define CALL_TIMEOUT_USEC (60 * USEC_PER_SEC)
 #define SECRET_INPUT_MAX (16U * 1024U)
 
 static const char *arg_socket;
-static bool arg_json;
+bool arg_json;
 
 typedef struct Verb {
         const char *name;
@@ -56,7 +44,7 @@ static int socket_path(char **ret) {
         return asprintf(ret, "%s/tokend/socket", rt) < 0 ? -ENOMEM : 0;
 }
 
-static int connect_daemon(VarlinkClient **ret) {
+int tokenctl_connect(VarlinkClient **ret) {
         _cleanup_free_ char *path = NULL;
         int r = socket_path(&path);
         if (r < 0) {
@@ -72,30 +60,107 @@ static int connect_daemon(VarlinkClient **ret) {
         return 0;
 }
 
-static const char *json_str(json_object *o, const char *key) {
-        json_object *v;
-        if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-                return json_object_get_string(v);
-        return NULL;
+void tokenctl_print_json(json_object *o, bool pretty) {
+        printf("%s\n", json_object_to_json_string_ext(o, pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN));
 }
 
-static int64_t json_int(json_object *o, const char *key, int64_t def) {
-        json_object *v;
-        if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_int))
-                return json_object_get_int64(v);
-        return def;
+/* The length of the UTF-8 sequence at p that is fine to show, or 0: invalid,
+ * overlong, a surrogate, a C1 control, or a bidirectional override (which
+ * could make an executable's path read as another's). */
+static size_t utf8_printable_len(const unsigned char *p) {
+        size_t n;
+        if (p[0] >= 0xc2 && p[0] <= 0xdf)
+                n = 2;
+        else if (p[0] >= 0xe0 && p[0] <= 0xef)
+                n = 3;
+        else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+                n = 4;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++)
+                if (p[i] < 0x80 || p[i] > 0xbf)
+                        return 0;
+        if ((p[0] == 0xc2 && p[1] < 0xa0) ||                           /* C1 controls */
+            (p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xf0 && p[1] < 0x90) || /* overlong */
+            (p[0] == 0xed && p[1] > 0x9f) ||                           /* surrogates */
+            (p[0] == 0xf4 && p[1] > 0x8f) ||                           /* past U+10FFFF */
+            (p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) || /* LRE..RLO */
+            (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9))   /* LRI..PDI */
+                return 0;
+        return n;
 }
 
-static void print_scopes(FILE *f, json_object *a) {
-        for (size_t i = 0; a && json_object_is_type(a, json_type_array) && i < json_object_array_length(a); i++)
-                fprintf(f, "%s%s", i ? " " : "", json_object_get_string(json_object_array_get_idx(a, i)));
+char *tokenctl_escape(const char *s) {
+        size_t l = strlen(s);
+        if (l > (SIZE_MAX - 1) / 4)
+                return NULL;
+        char *r = malloc(l * 4 + 1), *q = r;
+        if (!r)
+                return NULL;
+        for (const unsigned char *p = (const unsigned char *) s; *p;) {
+                size_t n = *p >= 0x20 && *p < 0x7f ? 1 : *p >= 0x80 ? utf8_printable_len(p) : 0;
+                if (n == 0) {
+                        q += sprintf(q, "\\x%02x", *p);
+                        p++;
+                        continue;
+                }
+                memcpy(q, p, n);
+                q += n;
+                p += n;
+        }
+        *q = 0;
+        return r;
 }
 
-/* Turns an error reply into a message that says what to do, and an exit code. */
-static int report_error(const char *error, json_object *p, const char *name) {
+void tokenctl_print_scopes(FILE *f, json_object *a) {
+        for (size_t i = 0; a && json_object_is_type(a, json_type_array) && i < json_object_array_length(a); i++) {
+                json_object *v = json_object_array_get_idx(a, i);
+                _cleanup_free_ char *e = tokenctl_escape(strempty(json_object_get_string(v)));
+                fprintf(f, "%s%s", i ? " " : "", strna(e));
+        }
+}
+
+void tokenctl_print_escaped(FILE *f, const char *prefix, const char *s) {
+        if (!s)
+                return;
+        _cleanup_free_ char *e = tokenctl_escape(s);
+        fprintf(f, "%s%s", prefix, strna(e));
+}
+
+/* On PermissionDenied from the manager interface: asks tokend, on a new
+ * connection, how it classifies this process, and says why it is refused
+ * when that tells. Best effort: says nothing when WhoAmI fails too. */
+static void explain_manager_denied(void) {
+        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+        _cleanup_(json_object_putp) json_object *who = NULL;
+        _cleanup_free_ char *path = NULL;
+        const char *error = NULL;
+        json_object *policy = NULL;
+
+        if (socket_path(&path) < 0 || varlink_client_connect(path, &c) < 0 ||
+            varlink_client_call(c, "io.tokend.agent.WhoAmI", NULL, 0, 5 * USEC_PER_SEC, &who, &error, NULL) < 0 ||
+            error)
+                return;
+        if (!json_object_object_get_ex(who, "policy", &policy) || !json_object_is_type(policy, json_type_object))
+                return;
+        const char *agent = json_str(policy, "name");
+        if (agent) {
+                _cleanup_free_ char *e = tokenctl_escape(agent),
+                                    *file = tokenctl_escape(strna(json_str(policy, "file")));
+                fprintf(stderr, "tokend classifies this process as agent '%s' (%s:%" PRId64 ").\n"
+                        "Run tokenctl where that agent's selectors do not match (see 'tokenctl whoami' and "
+                        "tokend.policy(5)).\n", strna(e), strna(file), json_int(policy, "line", 0));
+        } else if (json_int(who, "uid", -1) == (int64_t) getuid())
+                fprintf(stderr, "No agent matches this process, so tokend's policy probably failed to load: until it\n"
+                        "loads, tokend manages nothing (the failsafe policy). Fix the file named in\n"
+                        "'journalctl --user -u tokend', then run 'systemctl --user reload tokend'.\n");
+}
+
+int tokenctl_report_error(const char *method, const char *error, json_object *p, const char *name) {
         const char *member = strrchr(error, '.');
         member = member ? member + 1 : error;
         const char *cred = json_str(p, "credential") ?: json_str(p, "name") ?: name ?: "?";
+        const char *id = json_str(p, "id") ?: name ?: "?";
 
         if (streq(member, "NoSuchCredential")) {
                 fprintf(stderr, "tokenctl: no credential named '%s'. See 'tokenctl list'.\n", cred);
@@ -115,12 +180,79 @@ static int report_error(const char *error, json_object *p, const char *name) {
                 return EXIT_UNAVAILABLE;
         }
         if (streq(member, "ScopeNotAllowed")) {
-                json_object *s = NULL;
-                json_object_object_get_ex(p, "scopes", &s);
-                fprintf(stderr, "tokenctl: credential '%s' does not hold scope(s): ", cred);
-                print_scopes(stderr, s);
-                fprintf(stderr, ". See 'tokenctl list' for the scopes it holds.\n");
+                json_object *allowed = json_array(p, "allowed");
+                const char *reason = json_str(p, "reason");
+                if (!reason && !allowed) {
+                        fprintf(stderr, "tokenctl: credential '%s' does not hold scope(s): ", cred);
+                        tokenctl_print_scopes(stderr, json_array(p, "scopes"));
+                        fprintf(stderr, ". See 'tokenctl list' for the scopes it holds.\n");
+                        return EXIT_REFUSED;
+                }
+                fprintf(stderr, "tokenctl: scope(s) not allowed with credential '%s': ", cred);
+                tokenctl_print_scopes(stderr, json_array(p, "scopes"));
+                tokenctl_print_escaped(stderr, ": ", reason);
+                fprintf(stderr, ".\n");
+                if (allowed && json_object_array_length(allowed) == 0)
+                        fprintf(stderr, "No scope at all is allowed with it.\n");
+                else if (allowed) {
+                        fprintf(stderr, "Allowed: ");
+                        tokenctl_print_scopes(stderr, allowed);
+                        fprintf(stderr, ". Ask for those only, or for none to get them all.\n");
+                }
                 return EXIT_REFUSED;
+        }
+        if (streq(member, "PolicyDenied")) {
+                fprintf(stderr, "tokenctl: the policy refuses this request for credential '%s'", cred);
+                tokenctl_print_escaped(stderr, ": ", json_str(p, "reason"));
+                fprintf(stderr, ".\nAsking again does not help: change the agent's policy (tokend.policy(5)), then "
+                        "'tokenctl reload'.\n");
+                return EXIT_DENIED;
+        }
+        if (streq(member, "ConsentRequired")) {
+                const char *req = json_str(p, "request");
+                fprintf(stderr, "tokenctl: credential '%s' needs the owner's consent", cred);
+                tokenctl_print_escaped(stderr, ": ", json_str(p, "reason"));
+                fprintf(stderr, ".\n");
+                if (req)
+                        fprintf(stderr, "Approve it with 'tokenctl approve %s' while it waits "
+                                "(see 'tokenctl pending').\n", req);
+                else
+                        fprintf(stderr, "Watch for requests with 'tokenctl watch' and approve them with "
+                                "'tokenctl approve'.\n");
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "ConsentDenied")) {
+                fprintf(stderr, "tokenctl: the owner denied request %s for credential '%s'.\n",
+                        strna(json_str(p, "request")), cred);
+                return EXIT_DENIED;
+        }
+        if (streq(member, "NoSuchRequest")) {
+                fprintf(stderr, "tokenctl: no request '%s' is waiting: it was answered, timed out, or its caller "
+                        "gave up.\nSee 'tokenctl pending'.\n", id);
+                return EXIT_NO_SUCH;
+        }
+        if (streq(member, "NoSuchGrant")) {
+                fprintf(stderr, "tokenctl: no grant '%s' is in force: it was revoked, used up, or expired.\n"
+                        "See 'tokenctl grants'.\n", id);
+                return EXIT_NO_SUCH;
+        }
+        if (streq(member, "ApprovalTooWide")) {
+                fprintf(stderr, "tokenctl: the approval is wider than the policy allows");
+                tokenctl_print_escaped(stderr, ": ", json_str(p, "reason"));
+                fprintf(stderr, ".\nApprove fewer scopes (--scope), or widen the agent's policy (tokend.policy(5))"
+                        " and run 'tokenctl reload'.\n");
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "TooManyGrants")) {
+                fprintf(stderr, "tokenctl: too many grants are in force. Revoke some first: see 'tokenctl grants'"
+                        " and\n'tokenctl grants revoke ID'.\n");
+                return EXIT_REFUSED;
+        }
+        if (streq(member, "PolicyInvalid")) {
+                fprintf(stderr, "tokenctl: the policy has an error, so the policy in force was kept:\n");
+                tokenctl_print_escaped(stderr, "  ", strna(json_str(p, "reason")));
+                fprintf(stderr, "\nFix the file, then run 'tokenctl reload' again.\n");
+                return EXIT_FAILURE_;
         }
         if (streq(member, "LifetimeTooShort")) {
                 fprintf(stderr, "tokenctl: the provider issues tokens for '%s' that live only %" PRId64
@@ -151,7 +283,13 @@ static int report_error(const char *error, json_object *p, const char *name) {
                 return EXIT_REAUTH;
         }
         if (streq(member, "PermissionDenied")) {
-                fprintf(stderr, "tokenctl: permission denied: tokend serves another user.\n");
+                if (startswith(method, "io.tokend.manager.")) {
+                        fprintf(stderr, "tokenctl: permission denied: tokend answers its manager interface only to "
+                                "its owner,\nand never to a process its policy classifies as an agent "
+                                "(see 'tokenctl whoami').\n");
+                        explain_manager_denied();
+                } else
+                        fprintf(stderr, "tokenctl: permission denied: tokend serves another user.\n");
                 return EXIT_DENIED;
         }
         if (streq(member, "LoginFailed")) {
@@ -173,6 +311,12 @@ static int report_error(const char *error, json_object *p, const char *name) {
                         cred, strna(json_str(p, "reason")));
                 return EXIT_UNAVAILABLE;
         }
+        if (streq(member, "MethodNotFound") || streq(member, "InterfaceNotFound") ||
+            streq(member, "MethodNotImplemented")) {
+                fprintf(stderr, "tokenctl: tokend does not implement %s: it is older than this tokenctl.\n"
+                        "Restart it after upgrading: 'systemctl --user restart tokend'.\n", method);
+                return EXIT_FAILURE_;
+        }
         if (streq(member, "ExpectedMore")) {
                 fprintf(stderr, "tokenctl: tokend expected a streaming call.\n");
                 return EXIT_FAILURE_;
@@ -185,12 +329,11 @@ static int report_error(const char *error, json_object *p, const char *name) {
         return EXIT_FAILURE_;
 }
 
-/* Calls a method; on success *ret holds the reply parameters. Returns an exit code. */
-static int call(const char *method, json_object *params, json_object **ret, const char *name) {
+int tokenctl_call(const char *method, json_object *params, json_object **ret, const char *name) {
         _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
         _cleanup_(json_object_put_erasep) json_object *reply = NULL;
         const char *error = NULL;
-        int r = connect_daemon(&c);
+        int r = tokenctl_connect(&c);
         if (r < 0) {
                 json_object_put_erase(params);
                 return -r;
@@ -201,18 +344,50 @@ static int call(const char *method, json_object *params, json_object **ret, cons
                 return r == -EPERM || r == -ECONNRESET ? EXIT_NO_DAEMON : EXIT_FAILURE_;
         }
         if (error)
-                return report_error(error, reply, name);
+                return tokenctl_report_error(method, error, reply, name);
         *ret = TAKE_PTR(reply);
         return EXIT_OK;
 }
 
+bool tokenctl_id_valid(const char *verb, const char *id) {
+        size_t l = strlen(id);
+        if (l == 0 || l > ID_MAX) {
+                fprintf(stderr, "tokenctl %s: an id has 1 to %u characters.\n", verb, ID_MAX);
+                return false;
+        }
+        for (const char *c = id; *c; c++)
+                if ((unsigned char) *c <= ' ' || (unsigned char) *c >= 0x7f) {
+                        fprintf(stderr, "tokenctl %s: an id has no blanks, control or non-ASCII characters.\n", verb);
+                        return false;
+                }
+        return true;
+}
+
 /* ---- verbs ---- */
 
-/* Appends the scopes of one --scope argument: "--scope a --scope b" and
- * "--scope 'a b'" (or "a,b") both work. */
-static void add_scopes(json_object *array, char *arg) {
-        for (char *s = arg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL)
-                json_object_array_add(array, json_object_new_string(tok));
+/* "--scope a --scope b" and "--scope 'a b'" (or "a,b") both work. */
+int tokenctl_add_scopes(json_object *array, char *arg) {
+        if (!array) {
+                fprintf(stderr, "tokenctl: out of memory.\n");
+                return -ENOMEM;
+        }
+        for (char *s = arg, *save = NULL, *tok; (tok = strtok_r(s, " ,", &save)); s = NULL) {
+                if (json_object_array_length(array) >= SCOPES_MAX) {
+                        fprintf(stderr, "tokenctl: at most %u scopes can be given.\n", SCOPES_MAX);
+                        return -E2BIG;
+                }
+                if (strlen(tok) > SCOPE_LEN_MAX) {
+                        fprintf(stderr, "tokenctl: a scope has at most %u characters.\n", SCOPE_LEN_MAX);
+                        return -E2BIG;
+                }
+                json_object *v = json_object_new_string(tok);
+                if (!v || json_object_array_add(array, v) < 0) {
+                        json_object_put(v);
+                        fprintf(stderr, "tokenctl: out of memory.\n");
+                        return -ENOMEM;
+                }
+        }
+        return 0;
 }
 
 /* Adds a string member when the value is given. */
@@ -311,7 +486,8 @@ static int verb_add(int argc, char *argv[]) {
                 case ARG_SECRET_FILE: secret_file = optarg; break;
                 case ARG_AUTH: auth = optarg; break;
                 case ARG_SCOPE:
-                        add_scopes(scopes, optarg);
+                        if (tokenctl_add_scopes(scopes, optarg) < 0)
+                                return EXIT_USAGE;
                         break;
                 case ARG_INSECURE: insecure = true; break;
                 case ARG_REPLACE: replace = true; break;
@@ -356,7 +532,7 @@ static int verb_add(int argc, char *argv[]) {
         add_flag(p, "replace", replace);
 
         _cleanup_(json_object_putp) json_object *reply = NULL;
-        int r = call("io.tokend.manager.AddCredential", p, &reply, name);
+        int r = tokenctl_call("io.tokend.manager.AddCredential", p, &reply, name);
         if (r != EXIT_OK)
                 return r;
         json_object *cred = NULL;
@@ -367,7 +543,7 @@ static int verb_add(int argc, char *argv[]) {
                 fprintf(stderr, "Added credential '%s' (scopes: ", name);
                 json_object *s = NULL;
                 json_object_object_get_ex(cred, "scopes", &s);
-                print_scopes(stderr, s);
+                tokenctl_print_scopes(stderr, s);
                 fprintf(stderr, ").\n");
         }
         return EXIT_OK;
@@ -390,7 +566,7 @@ static int verb_list(int argc, char *argv[]) {
                 fprintf(stderr, "tokenctl list: takes no arguments.\n");
                 return EXIT_USAGE;
         }
-        int r = call("io.tokend.manager.ListCredentials", NULL, &reply, NULL);
+        int r = tokenctl_call("io.tokend.manager.ListCredentials", NULL, &reply, NULL);
         if (r != EXIT_OK)
                 return r;
         json_object *a = NULL;
@@ -437,15 +613,27 @@ static int verb_list(int argc, char *argv[]) {
                         if (json_int(e, "refresh_at", -1) >= 0)
                                 format_time(json_int(e, "refresh_at", 0), ref, sizeof ref);
                         printf("    token: expires %s, refresh %s, scopes: ", exp, ref);
-                        print_scopes(stdout, es);
+                        tokenctl_print_scopes(stdout, es);
                         putchar('\n');
                 }
-                if (json_str(c, "last_error"))
-                        printf("    last error: %s\n", json_str(c, "last_error"));
+                const char *last_error = json_str(c, "last_error");
+                if (last_error)
+                        printf("    last error: %s\n", last_error);
                 if (store && json_str(c, "store") && !streq(json_str(c, "store"), store))
                         printf("    store: %s\n", json_str(c, "store"));
         }
         return EXIT_OK;
+}
+
+/* How many elements the array `key` of a reply to `method` has, or -1 when
+ * tokend did not answer it (an older tokend, or not allowed). */
+static int64_t count_of(VarlinkClient *client, const char *method, const char *key) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        const char *error = NULL;
+        if (varlink_client_call(client, method, NULL, 0, CALL_TIMEOUT_USEC, &reply, &error, NULL) < 0 || error)
+                return -1;
+        json_object *a = json_array(reply, key);
+        return a ? (int64_t) json_object_array_length(a) : -1;
 }
 
 /* tokenctl status: the daemon at a glance, in the manner of systemctl status. */
@@ -459,7 +647,7 @@ static int verb_status(int argc, char *argv[]) {
                 fprintf(stderr, "tokenctl status: takes no arguments.\n");
                 return EXIT_USAGE;
         }
-        int r = connect_daemon(&client);
+        int r = tokenctl_connect(&client);
         if (r < 0)
                 return -r;
         r = varlink_client_call(client, "org.varlink.service.GetInfo", NULL, 0, CALL_TIMEOUT_USEC, &info, &error, NULL);
@@ -472,7 +660,7 @@ static int verb_status(int argc, char *argv[]) {
         if (r < 0)
                 return EXIT_NO_DAEMON;
         if (error)
-                return report_error(error, list, NULL);
+                return tokenctl_report_error("io.tokend.manager.ListCredentials", error, list, NULL);
 
         json_object *creds = NULL;
         json_object_object_get_ex(list, "credentials", &creds);
@@ -484,6 +672,8 @@ static int verb_status(int argc, char *argv[]) {
                 trouble += !streq(strempty(json_str(c, "state")), "ok");
         }
         const char *store_state = strna(json_str(list, "store_state"));
+        int64_t requests = count_of(client, "io.tokend.manager.ListPending", "requests");
+        int64_t grants = count_of(client, "io.tokend.manager.ListGrants", "grants");
 
         if (arg_json) {
                 json_object *o = json_object_new_object();
@@ -493,6 +683,8 @@ static int verb_status(int argc, char *argv[]) {
                 json_object_object_add(o, "credentials", json_object_new_int64((int64_t) n));
                 json_object_object_add(o, "cached_tokens", json_object_new_int64((int64_t) cached));
                 json_object_object_add(o, "credentials_not_ok", json_object_new_int64((int64_t) trouble));
+                json_object_object_add(o, "requests_pending", requests >= 0 ? json_object_new_int64(requests) : NULL);
+                json_object_object_add(o, "grants", grants >= 0 ? json_object_new_int64(grants) : NULL);
                 printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
                 json_object_put(o);
                 return EXIT_OK;
@@ -511,7 +703,14 @@ static int verb_status(int argc, char *argv[]) {
         printf(")\n");
         printf(" Credentials: %zu (%zu not ok)\n", n, trouble);
         printf("Cached tokens: %zu\n", cached);
-        printf("   Approvals: none pending\n");
+        if (requests > 0)
+                printf("   Approvals: %" PRId64 " pending (see 'tokenctl pending')\n", requests);
+        else
+                printf("   Approvals: %s\n", requests == 0 ? "none pending" : "n/a");
+        if (grants >= 0)
+                printf("      Grants: %" PRId64 " in force\n", grants);
+        else
+                printf("      Grants: n/a\n");
         for (size_t i = 0; i < n; i++) {
                 json_object *c = json_object_array_get_idx(creds, i);
                 if (streq(strempty(json_str(c, "state")), "ok") && !json_str(c, "last_error"))
@@ -539,9 +738,15 @@ static int verb_token(int argc, char *argv[]) {
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 switch (c) {
                 case ARG_SCOPE:
-                        add_scopes(scopes, optarg);
+                        if (tokenctl_add_scopes(scopes, optarg) < 0)
+                                return EXIT_USAGE;
                         break;
                 case ARG_RESOURCE:
+                        if (strlen(optarg) > RESOURCE_LEN_MAX) {
+                                fprintf(stderr, "tokenctl token: --resource takes at most %u characters.\n",
+                                        RESOURCE_LEN_MAX);
+                                return EXIT_USAGE;
+                        }
                         resource = optarg;
                         break;
                 case ARG_MIN_TTL: {
@@ -564,6 +769,10 @@ static int verb_token(int argc, char *argv[]) {
                 return EXIT_USAGE;
         }
         const char *name = argv[optind];
+        if (strlen(name) > CREDENTIAL_NAME_MAX) {
+                fprintf(stderr, "tokenctl token: a credential name has at most %u characters.\n", CREDENTIAL_NAME_MAX);
+                return EXIT_USAGE;
+        }
 
         json_object *p = json_object_new_object();
         if (!p)
@@ -576,7 +785,9 @@ static int verb_token(int argc, char *argv[]) {
                 json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
 
         _cleanup_(json_object_put_erasep) json_object *reply = NULL;
-        int r = call("io.tokend.agent.GetToken", p, &reply, name);
+        /* The manager interface's GetToken: the owner's own token, without
+         * policy or consent (tokend refuses it to agents). */
+        int r = tokenctl_call("io.tokend.manager.GetToken", p, &reply, name);
         if (r != EXIT_OK)
                 return r;
         if (arg_json)
@@ -596,7 +807,7 @@ static int verb_remove(int argc, char *argv[]) {
         if (!p)
                 return EXIT_FAILURE_;
         json_object_object_add(p, "name", json_object_new_string(argv[1]));
-        int r = call("io.tokend.manager.RemoveCredential", p, &reply, argv[1]);
+        int r = tokenctl_call("io.tokend.manager.RemoveCredential", p, &reply, argv[1]);
         if (r == EXIT_OK)
                 fprintf(stderr, "Removed credential '%s'.\n", argv[1]);
         return r;
@@ -659,7 +870,8 @@ static int verb_login(int argc, char *argv[]) {
                 case ARG_SECRET_FILE: secret_file = optarg; break;
                 case ARG_AUTH: auth = optarg; break;
                 case ARG_SCOPE:
-                        add_scopes(scopes, optarg);
+                        if (tokenctl_add_scopes(scopes, optarg) < 0)
+                                return EXIT_USAGE;
                         break;
                 case ARG_FLOW: flow = optarg; break;
                 case ARG_INSECURE: insecure = true; break;
@@ -699,7 +911,7 @@ static int verb_login(int argc, char *argv[]) {
         add_flag(p, "replace", replace);
 
         _cleanup_(varlink_client_freep) VarlinkClient *client = NULL;
-        int r = connect_daemon(&client);
+        int r = tokenctl_connect(&client);
         if (r < 0) {
                 json_object_put(p);
                 return -r;
@@ -717,7 +929,7 @@ static int verb_login(int argc, char *argv[]) {
                         return EXIT_FAILURE_;
                 }
                 if (error) {
-                        int e = report_error(error, reply, name);
+                        int e = tokenctl_report_error("io.tokend.manager.Login", error, reply, name);
                         json_object_put(reply);
                         return e;
                 }
@@ -746,7 +958,7 @@ static int verb_login(int argc, char *argv[]) {
                         json_object_object_get_ex(reply, "credential", &cred);
                         json_object_object_get_ex(cred, "scopes", &s);
                         fprintf(stderr, "Logged in: credential '%s' (scopes: ", name);
-                        print_scopes(stderr, s);
+                        tokenctl_print_scopes(stderr, s);
                         fprintf(stderr, ").\n");
                 }
                 json_object_put(reply);
@@ -767,7 +979,7 @@ static int verb_revoke(int argc, char *argv[]) {
         if (!p)
                 return EXIT_FAILURE_;
         json_object_object_add(p, "name", json_object_new_string(argv[1]));
-        int r = call("io.tokend.manager.RevokeCredential", p, &reply, argv[1]);
+        int r = tokenctl_call("io.tokend.manager.RevokeCredential", p, &reply, argv[1]);
         if (r == EXIT_OK)
                 fprintf(stderr, "Revoked '%s' at the provider and removed it.\n", argv[1]);
         return r;
@@ -800,7 +1012,7 @@ static int verb_store(int argc, char *argv[]) {
         if (!p)
                 return EXIT_FAILURE_;
         json_object_object_add(p, "to", json_object_new_string(to));
-        int r = call("io.tokend.manager.MigrateStore", p, &reply, NULL);
+        int r = tokenctl_call("io.tokend.manager.MigrateStore", p, &reply, NULL);
         if (r != EXIT_OK)
                 return r;
         int64_t moved = json_int(reply, "moved", 0);
@@ -822,7 +1034,8 @@ static const Verb verbs[] = {
           "Add a credential; the refresh token is read from standard input", verb_add },
         { "list", "", "List credentials, their state and cached tokens", verb_list },
         { "status", "", "Show the daemon's version, store, credentials, cached tokens and problems", verb_status },
-        { "token", "NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]", "Print an access token", verb_token },
+        { "token", "NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]",
+          "Print one of your own access tokens (no policy, no consent)", verb_token },
         { "login", "NAME (--provider P [--tenant T] | --issuer URL) --client-id ID [--client-secret-file F] [--scope S]... [--flow device|auth-code]",
           "Log in at a provider (device flow or browser); tokend keeps the credential", verb_login },
         { "revoke", "NAME", "Revoke a credential at the provider, then remove it", verb_revoke },
@@ -832,6 +1045,17 @@ static const Verb verbs[] = {
         { "audit", "[--since TIME] [--credential NAME] [--agent EXE-or-UNIT] [--json] [--state-dir DIR]",
           "Show the audit trail: tokens issued and refused, refreshes, logins (journal and fallback file)",
           verb_audit },
+        { "pending", "", "List the token requests waiting for your consent", tokenctl_pending },
+        { "watch", "", "Show consent events as they happen: new requests, approvals, denials, timeouts",
+          tokenctl_watch },
+        { "approve", "ID [--for DURATION] [--once | --process] [--scope S]...",
+          "Approve a waiting request: grant its agent tokens for a while (DURATION e.g. 15m, 8h, 1h30m, 2d)",
+          tokenctl_approve },
+        { "deny", "ID", "Refuse a waiting request", tokenctl_deny },
+        { "grants", "[revoke ID]", "List the grants in force, or end one", tokenctl_grants },
+        { "reload", "", "Read the policy directory again", tokenctl_reload },
+        { "whoami", "", "Show how tokend sees this process: identity, policy agent, manager access",
+          tokenctl_whoami },
         { "help", "", "Show this help", verb_help },
         {},
 };
@@ -848,8 +1072,24 @@ static int verb_help(int argc, char *argv[]) {
                "  --json         Machine-readable output\n"
                "  --version      Show the version\n\n"
                "Exit status: 0 ok, 1 failure, 2 usage, 3 tokend unreachable, 4 no such credential,\n"
-               "5 re-authentication needed, 6 provider unavailable (retry later), 7 request refused\n"
-               "(scope, lifetime, name exists, bad input), 8 permission denied.\n");
+               "request or grant, 5 re-authentication needed, 6 provider unavailable (retry later),\n"
+               "7 request refused (scope, lifetime, name exists, bad input, approval too wide,\n"
+               "too many grants, consent required), 8 permission denied (by tokend, the policy or\n"
+               "the owner).\n");
+        return EXIT_OK;
+}
+
+/* "tokenctl VERB ... --help": any --help or -h before "--". */
+static bool verb_wants_help(int argc, char *argv[]) {
+        for (int i = 1; i < argc && !streq(argv[i], "--"); i++)
+                if (streq(argv[i], "--help") || streq(argv[i], "-h"))
+                        return true;
+        return false;
+}
+
+static int verb_usage(const Verb *v) {
+        printf("Usage: tokenctl %s%s%s\n\n%s.\nSee tokenctl(1) for details.\n", v->name, *v->args ? " " : "", v->args,
+               v->help);
         return EXIT_OK;
 }
 
@@ -888,7 +1128,8 @@ int main(int argc, char *argv[]) {
         }
         for (const Verb *v = verbs; v->name; v++)
                 if (streq(v->name, argv[optind]))
-                        return v->run(argc - optind, argv + optind);
+                        return verb_wants_help(argc - optind, argv + optind) ? verb_usage(v)
+                                                                              : v->run(argc - optind, argv + optind);
         fprintf(stderr, "tokenctl: unknown command '%s'. See 'tokenctl help'.\n", argv[optind]);
         return EXIT_USAGE;
 }

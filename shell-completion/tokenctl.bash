@@ -1,12 +1,21 @@
 # SPDX-License-Identifier: MIT
 # bash completion for tokenctl: verbs, options, and the names of the
-# credentials tokend holds (asked of the daemon, never of a file).
+# credentials, waiting requests and grants tokend holds (asked of the daemon,
+# never of a file).
 
 _tokenctl_credentials() {
         local socket=()
         [[ -n $1 ]] && socket=(--socket "$1")
         tokenctl "${socket[@]}" --json list 2>/dev/null |
                 sed -n 's/^ *"name": *"\([^"]*\)".*/\1/p'
+}
+
+# The ids of the waiting requests ($2 = pending) or of the grants ($2 = grants).
+_tokenctl_ids() {
+        local socket=()
+        [[ -n $1 ]] && socket=(--socket "$1")
+        tokenctl "${socket[@]}" --json "$2" 2>/dev/null |
+                sed -n 's/^ *"id": *"\([^"]*\)".*/\1/p'
 }
 
 _tokenctl() {
@@ -20,21 +29,39 @@ _tokenctl() {
                 cword=$COMP_CWORD
         fi
 
-        local verbs="login add list token revoke remove store help"
+        local verbs="login add list status token revoke remove store audit pending watch approve deny grants reload whoami help"
         local global_opts="--socket --json --version --help"
-        local i verb="" socket=""
+        local i verb="" socket="" verb_at=0
         for ((i = 1; i < cword; i++)); do
                 case ${words[i]} in
                 --socket) socket=${words[i+1]}; ((i++)) ;;
                 --socket=*) socket=${words[i]#--socket=} ;;
                 -*) ;;
-                *) verb=${words[i]}; break ;;
+                *) verb=${words[i]}; verb_at=$i; break ;;
+                esac
+        done
+        # The words after the verb that are not options: "grants revoke ID".
+        local args=()
+        for ((i = verb_at + 1; verb_at > 0 && i < cword; i++)); do
+                case ${words[i]} in
+                --for|--scope) ((i++)) ;;
+                -*) ;;
+                *) args+=("${words[i]}") ;;
                 esac
         done
 
         case $prev in
         --socket|--client-secret-file|--providers-dir)
                 COMPREPLY=($(compgen -f -- "$cur"))
+                return ;;
+        --state-dir)
+                COMPREPLY=($(compgen -d -- "$cur"))
+                return ;;
+        --credential)
+                COMPREPLY=($(compgen -W "$(_tokenctl_credentials "$socket")" -- "$cur"))
+                return ;;
+        --for)
+                COMPREPLY=($(compgen -W "15m 1h 8h 1d" -- "$cur"))
                 return ;;
         --flow)
                 COMPREPLY=($(compgen -W "device auth-code" -- "$cur"))
@@ -48,7 +75,7 @@ _tokenctl() {
         --to)
                 COMPREPLY=($(compgen -W "keyring secret-service" -- "$cur"))
                 return ;;
-        --issuer|--token-endpoint|--client-id|--scope|--resource|--min-ttl|--tenant)
+        --issuer|--token-endpoint|--client-id|--scope|--resource|--min-ttl|--tenant|--since|--agent)
                 return ;;
         esac
 
@@ -70,6 +97,24 @@ _tokenctl() {
                 COMPREPLY=($(compgen -W "--issuer --token-endpoint --client-id --client-secret-file --auth-method --scope --insecure-loopback --replace" -- "$cur")) ;;
         store)
                 COMPREPLY=($(compgen -W "migrate --to" -- "$cur")) ;;
+        approve|deny)
+                if [[ $cur == -* ]]; then
+                        [[ $verb == approve ]] && COMPREPLY=($(compgen -W "--for --once --process --scope --json" -- "$cur"))
+                elif ((${#args[@]} == 0)); then
+                        COMPREPLY=($(compgen -W "$(_tokenctl_ids "$socket" pending)" -- "$cur"))
+                fi ;;
+        grants)
+                if [[ $cur == -* ]]; then
+                        ((${#args[@]} == 0)) && COMPREPLY=($(compgen -W "--json" -- "$cur"))
+                elif ((${#args[@]} == 0)); then
+                        COMPREPLY=($(compgen -W "revoke" -- "$cur"))
+                elif [[ ${args[0]} == revoke ]] && ((${#args[@]} == 1)); then
+                        COMPREPLY=($(compgen -W "$(_tokenctl_ids "$socket" grants)" -- "$cur"))
+                fi ;;
+        pending|watch|reload|whoami)
+                COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
+        audit)
+                COMPREPLY=($(compgen -W "--since --credential --agent --json --state-dir" -- "$cur")) ;;
         esac
 }
 
