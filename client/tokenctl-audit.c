@@ -26,7 +26,7 @@
 /* The TOKEND_* fields, lowercased without the prefix in the output. */
 static const char *const audit_fields[] = {
         "EVENT", "CREDENTIAL", "SCOPES", "RESOURCE", "GRANT", "OWNER_UID", "OWNER_USER", "AGENT_UID",
-        "AGENT_PID", "AGENT_EXE", "AGENT_UNIT", "TOKEN_FP", "REASON",
+        "AGENT_PID", "AGENT_EXE", "AGENT_UNIT", "AGENT_NAME", "TOKEN_FP", "REASON",
 };
 
 static bool field_numeric(const char *lower) {
@@ -57,8 +57,10 @@ static bool filter_match(const Filter *f, json_object *o) {
         if (f->credential && !streq_ptr(obj_str(o, "credential"), f->credential))
                 return false;
         if (f->agent) {
-                const char *exe = obj_str(o, "agent_exe"), *unit = obj_str(o, "agent_unit");
-                if (!(exe && fnmatch(f->agent, exe, 0) == 0) && !(unit && fnmatch(f->agent, unit, 0) == 0))
+                const char *exe = obj_str(o, "agent_exe"), *unit = obj_str(o, "agent_unit"),
+                           *name = obj_str(o, "agent_name");
+                if (!(exe && fnmatch(f->agent, exe, 0) == 0) && !(unit && fnmatch(f->agent, unit, 0) == 0) &&
+                    !(name && fnmatch(f->agent, name, 0) == 0))
                         return false;
         }
         return true;
@@ -241,11 +243,12 @@ static void print_table_row(json_object *o) {
         struct tm tm;
         if (ts > 0 && localtime_r(&t, &tm))
                 strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-        const char *exe = obj_str(o, "agent_exe"), *unit = obj_str(o, "agent_unit");
+        const char *exe = obj_str(o, "agent_exe"), *unit = obj_str(o, "agent_unit"),
+                   *name = obj_str(o, "agent_name");
         int64_t pid = obj_int(o, "agent_pid", -1);
         if (pid >= 0) {
-                const char *who = unit ?: exe ?: "?";
-                const char *slash = unit ? NULL : strrchr(who, '/');
+                const char *who = name ?: unit ?: exe ?: "?";
+                const char *slash = name || unit ? NULL : strrchr(who, '/');
                 snprintf(agent, sizeof agent, "%s[%" PRId64 "]", slash ? slash + 1 : who, pid);
         }
         snprintf(scopes, sizeof scopes, "%s", obj_str(o, "scopes") ?: "-");

@@ -329,7 +329,15 @@ int tokenctl_report_error(const char *method, const char *error, json_object *p,
         return EXIT_FAILURE_;
 }
 
+static int tokenctl_call_timeout(const char *method, json_object *params, uint64_t timeout_usec, json_object **ret,
+                                 const char *name);
+
 int tokenctl_call(const char *method, json_object *params, json_object **ret, const char *name) {
+        return tokenctl_call_timeout(method, params, CALL_TIMEOUT_USEC, ret, name);
+}
+
+static int tokenctl_call_timeout(const char *method, json_object *params, uint64_t timeout_usec, json_object **ret,
+                                 const char *name) {
         _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
         _cleanup_(json_object_put_erasep) json_object *reply = NULL;
         const char *error = NULL;
@@ -338,7 +346,7 @@ int tokenctl_call(const char *method, json_object *params, json_object **ret, co
                 json_object_put_erase(params);
                 return -r;
         }
-        r = varlink_client_call(c, method, params, 0, CALL_TIMEOUT_USEC, &reply, &error, NULL);
+        r = varlink_client_call(c, method, params, 0, timeout_usec, &reply, &error, NULL);
         if (r < 0) {
                 fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", strerror(-r));
                 return r == -EPERM || r == -ECONNRESET ? EXIT_NO_DAEMON : EXIT_FAILURE_;
@@ -784,10 +792,23 @@ static int verb_token(int argc, char *argv[]) {
         if (min_ttl >= 0)
                 json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
 
-        _cleanup_(json_object_put_erasep) json_object *reply = NULL;
-        /* The manager interface's GetToken: the owner's own token, without
-         * policy or consent (tokend refuses it to agents). */
-        int r = tokenctl_call("io.tokend.manager.GetToken", p, &reply, name);
+        /* The owner (whom the manager interface answers) gets its own token
+         * without policy or consent. Anyone else, e.g. an agent running
+         * tokenctl in its own unit, goes through the agent interface: its
+         * policy applies, and in ask mode the call waits for the owner's
+         * consent (tokend bounds that wait: --consent-timeout). */
+        _cleanup_(json_object_put_erasep) json_object *who = NULL, *reply = NULL;
+        int r = tokenctl_call("io.tokend.agent.WhoAmI", NULL, &who, NULL);
+        if (r != EXIT_OK) {
+                json_object_put(p);
+                return r;
+        }
+        json_object *v;
+        bool owner = json_object_object_get_ex(who, "manager", &v) && json_object_get_boolean(v);
+        if (owner)
+                r = tokenctl_call("io.tokend.manager.GetToken", p, &reply, name);
+        else
+                r = tokenctl_call_timeout("io.tokend.agent.GetToken", p, AGENT_TOKEN_TIMEOUT_USEC, &reply, name);
         if (r != EXIT_OK)
                 return r;
         if (arg_json)

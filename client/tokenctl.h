@@ -26,6 +26,9 @@ enum {
 };
 
 #define CALL_TIMEOUT_USEC (60 * USEC_PER_SEC)
+/* A token request that may wait for the owner's consent: tokend ends it first
+ * (--consent-timeout, at most a day). */
+#define AGENT_TOKEN_TIMEOUT_USEC ((24 * 3600 + 60) * USEC_PER_SEC)
 
 /* Caps on what the command line may pass on (tokend enforces the same). */
 #define ID_MAX 64U              /* request and grant ids */
