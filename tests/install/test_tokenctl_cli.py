@@ -345,6 +345,8 @@ def test_reload(d, sock):
 
 
 def test_token(d, sock):
+    # The owner (WhoAmI says the manager interface answers it): the manager's GetToken.
+    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
     d.answer("io.tokend.manager.GetToken", ok({"token": "at-123", "token_type": "Bearer", "expires_at": NOW + 60,
                                                "scopes": ["repo"]}))
     rc, out, e = tokenctl("token", "gh", "--scope", "repo", "--min-ttl", "30", socket_path=sock)
@@ -371,6 +373,23 @@ def test_token(d, sock):
         d.answer("io.tokend.manager.GetToken", err(error, params))
         rc, out, e = tokenctl("token", "gh", socket_path=sock)
         check(rc == code and says in e and out == "", f"token: {error.rsplit('.', 1)[1]} exits {code}", (rc, e))
+
+    # Anyone else (an agent running tokenctl): the agent interface, never the manager's.
+    d.calls.clear()
+    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=False)))
+    d.answer("io.tokend.agent.GetToken", ok({"token": "at-agent", "token_type": "Bearer", "expires_at": NOW + 60,
+                                             "scopes": ["repo"]}))
+    rc, out, e = tokenctl("token", "gh", "--scope", "repo", socket_path=sock)
+    check(rc == 0 and out == "at-agent\n", "token as an agent prints the agent's token", (rc, out, e))
+    check(d.last("io.tokend.agent.GetToken") is not None and d.last("io.tokend.manager.GetToken") is None,
+          "token as an agent calls io.tokend.agent.GetToken only", d.calls)
+    d.answer("io.tokend.agent.GetToken", err("io.tokend.agent.ConsentRequired",
+                                             {"credential": "gh", "request": "r-7", "reason": "nobody answered"}))
+    rc, out, e = tokenctl("token", "gh", socket_path=sock)
+    check(rc == EXIT_REFUSED and "r-7" in e, "token as an agent: ConsentRequired exits 7", (rc, e))
+    d.answer("io.tokend.agent.WhoAmI", err("io.tokend.agent.CallerGone"))
+    rc, out, e = tokenctl("token", "gh", socket_path=sock)
+    check(rc != 0 and out == "", "token: a failed WhoAmI gives no token", (rc, out, e))
 
 
 def test_permission_denied(d, sock):
