@@ -18,11 +18,21 @@ SIGTERM (meson's timeout) and at interpreter exit. On failure it prints the
 logs of the daemons and OAuth servers. Exit status: 0 pass, 1 fail, 77 skip.
 
 Binaries come from $TOKEND and $TOKENCTL (default: build-it/ in the repo).
+
+Policy: every tokend started here gets a policy directory of its own (--policy-dir, mode 0700,
+files 0600). By default it holds one agent, "test-python", matching exactly this interpreter
+(Exe=realpath of sys.executable) and this uid, Mode=allow, with `[Credential *]` Scopes=* and
+Resources=*: the test process (and any vclient.py it runs with the same interpreter) gets
+tokens as before, but is an agent, so the manager interface refuses it. Manager calls go through
+tokenctl or Tokend.manager(), which runs a copy of the interpreter at another path (an owner
+process no agent matches). Tests pass their own policy (text, or {file name: text}), or
+policy=None for an empty directory (every caller unknown: each request waits for consent).
 """
 
 import atexit
 import base64
 import ctypes
+import errno
 import json
 import os
 import selectors
@@ -43,6 +53,10 @@ OAUTH_DIR = os.path.join(REPO, "tests", "oauth")
 TOKEND = os.environ.get("TOKEND") or os.path.join(REPO, "build-it", "daemon", "tokend")
 TOKENCTL = os.environ.get("TOKENCTL") or os.path.join(REPO, "build-it", "client", "tokenctl")
 NODE = shutil.which("node") or "node"
+HERE = os.path.dirname(os.path.abspath(__file__))
+VCLIENT = os.path.join(HERE, "vclient.py")
+# What the kernel shows as this interpreter's executable (/proc/PID/exe): what Exe= must name.
+PYTHON_EXE = os.path.realpath(sys.executable)
 
 DEFAULT_SCOPE = "openid offline_access read write"
 # client_id -> (client secret, mint.mjs --auth, tokend auth_method)
@@ -62,6 +76,10 @@ ERR_INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
 ERR_METHOD_NOT_FOUND = "org.varlink.service.MethodNotFound"
 ERR_INTERFACE_NOT_FOUND = "org.varlink.service.InterfaceNotFound"
 ERR_PERMISSION_DENIED = "org.varlink.service.PermissionDenied"
+ERR_POLICY_DENIED = "io.tokend.agent.PolicyDenied"
+ERR_SCOPE_NOT_ALLOWED = "io.tokend.agent.ScopeNotAllowed"
+ERR_CONSENT_REQUIRED = "io.tokend.agent.ConsentRequired"
+ERR_CONSENT_DENIED = "io.tokend.agent.ConsentDenied"
 
 SKIP = 77
 
@@ -75,7 +93,8 @@ class TestFailure(AssertionError):
 
 
 def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}] {msg}", flush=True)
+    t = time.time()
+    print(f"[{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t * 1000) % 1000:03d}] {msg}", flush=True)
 
 
 def check(cond, what, detail=None):
@@ -434,9 +453,42 @@ def tokenctl(*args, stdin=None, socket_path=None, timeout=60):
     return r.returncode, r.stdout, r.stderr
 
 
+def agent_policy(name, mode="allow", exe=None, uid=None, unit=None, cgroup=None, credentials=None,
+                 consent_duration=None, max_lifetime=None, comment=None):
+    """One [Agent] section and its [Credential] sections, as policy file text.
+    credentials: {credential name or "*": scopes} or {name: (scopes, resources)}; scopes and
+    resources are strings ("read write", "*") or lists. Default: {"*": ("*", "*")}."""
+    lines = [f"# {comment}"] if comment else []
+    lines += ["[Agent]", f"Name={name}"]
+    for key, value in (("Exe", exe), ("Uid", uid), ("Unit", unit), ("Cgroup", cgroup), ("Mode", mode),
+                       ("ConsentDuration", consent_duration), ("MaxLifetime", max_lifetime)):
+        if value is not None:
+            lines.append(f"{key}={value}")
+    if credentials is None:
+        credentials = {"*": ("*", "*")}
+    for cred, spec in credentials.items():
+        scopes, resources = spec if isinstance(spec, tuple) else (spec, None)
+        lines += ["", f"[Credential {cred}]", "Scopes=" + (scopes if isinstance(scopes, str) else " ".join(scopes))]
+        if resources:
+            lines.append("Resources=" + (resources if isinstance(resources, str) else " ".join(resources)))
+    return "\n".join(lines) + "\n"
+
+
+def test_agent_policy(name="test-python", mode="allow", **kw):
+    """The default policy: this interpreter, this uid, is an agent that may get any token."""
+    kw.setdefault("exe", PYTHON_EXE)
+    kw.setdefault("uid", os.getuid())
+    kw.setdefault("comment", "tests/integration/harness.py: the test process (this interpreter, this uid)")
+    return agent_policy(name, mode, **kw)
+
+
+DEFAULT_POLICY = object()  # Tokend(policy=...) default: test_agent_policy()
+POLICY_FILE = "50-test.conf"
+
+
 class Tokend:
     def __init__(self, ctx, name="tokend", keep_fresh=None, request_timeout=None, log_level="debug",
-                 extra_args=()):
+                 extra_args=(), policy=DEFAULT_POLICY, consent_timeout=None):
         self.ctx = ctx
         self.name = name
         self.dir = os.path.join(ctx.tmp, name)
@@ -445,11 +497,15 @@ class Tokend:
         self.state_dir = os.path.join(self.state_home, "tokend")
         self.socket = os.path.join(self.dir, "sock")
         self.log_path = os.path.join(ctx.tmp, f"{name}.log")
-        self.args = [TOKEND, "--socket", self.socket, "--log-level", log_level]
+        self.policy_dir = os.path.join(self.dir, "policy.d")
+        self.write_policy(test_agent_policy() if policy is DEFAULT_POLICY else policy)
+        self.args = [TOKEND, "--socket", self.socket, "--log-level", log_level, "--policy-dir", self.policy_dir]
         if keep_fresh is not None:
             self.args += ["--keep-fresh", str(keep_fresh)]
         if request_timeout is not None:
             self.args += ["--request-timeout", str(request_timeout)]
+        if consent_timeout is not None:
+            self.args += ["--consent-timeout", str(consent_timeout)]
         if not any(str(a).startswith("--store") for a in extra_args):
             # Deterministic: --store auto would pick a Secret Service on a desktop session bus.
             self.args += ["--store", "keyring"]
@@ -524,6 +580,73 @@ class Tokend:
                 removed = keyring_remove_instance(self.instance)
                 log(f"keyring tokend:{self.instance} " + ("invalidated" if removed else "not found"))
 
+    # -- policy --
+    def policy_path(self, filename=POLICY_FILE):
+        return os.path.join(self.policy_dir, filename)
+
+    def write_policy(self, policy):
+        """Replaces the policy files: policy is None (none), a text (one file, POLICY_FILE) or
+        {file name: text}. The directory is 0700, the files 0600, all owned by the test's uid;
+        each file is written to a temporary name and renamed, so the daemon never reads half."""
+        os.makedirs(self.policy_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.policy_dir, 0o700)
+        files = {} if policy is None else {POLICY_FILE: policy} if isinstance(policy, str) else dict(policy)
+        for f in os.listdir(self.policy_dir):
+            if f not in files:
+                os.unlink(os.path.join(self.policy_dir, f))
+        for f, text in files.items():
+            tmp = os.path.join(self.policy_dir, f".{f}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o600)
+            os.rename(tmp, os.path.join(self.policy_dir, f))
+        log(f"tokend '{self.name}' policy: {sorted(files) or 'empty'} in {self.policy_dir}")
+
+    def sighup(self):
+        """Asks the daemon to reload its policy (SIGHUP). Returns at once: poll for the effect."""
+        os.kill(self.proc.pid, signal.SIGHUP)
+        log(f"SIGHUP to tokend '{self.name}' pid {self.proc.pid}")
+
+    def whoami(self):
+        """WhoAmI from this process: the reply parameters (fails on an error)."""
+        m = self.call("io.tokend.agent.WhoAmI")
+        if "error" in m:
+            raise TestFailure(f"WhoAmI failed: {m}")
+        return m["parameters"]
+
+    def manager(self, method, parameters=None, timeout=30.0):
+        """A call to the manager interface from an owner process that no agent matches (a copy of
+        the interpreter at another path); returns the reply message. `method` may omit
+        "io.tokend.manager."."""
+        if "." not in method:
+            method = "io.tokend.manager." + method
+        res = self.ctx.vclient_call(self.socket, method, parameters, timeout=timeout)
+        if "reply" not in res:
+            raise TestFailure(f"{method}: no reply ({res})")
+        return res["reply"]
+
+    def manager_ok(self, method, parameters=None, timeout=30.0):
+        """manager() that must succeed; returns the reply parameters."""
+        m = self.manager(method, parameters if parameters is not None else {}, timeout)
+        if "error" in m:
+            raise TestFailure(f"{method} failed: {m}")
+        return m.get("parameters") or {}
+
+    def pending(self):
+        """The requests waiting for consent (ListPending, as the owner)."""
+        return self.manager_ok("ListPending")["requests"]
+
+    def grants(self):
+        """The grants in force (ListGrants, as the owner)."""
+        return self.manager_ok("ListGrants")["grants"]
+
+    def wait_pending(self, pred=lambda r: True, timeout=15, what="a request to wait for consent"):
+        """Waits until a pending request satisfies pred; returns it."""
+        def find():
+            return next((r for r in self.pending() if pred(r)), None)
+        return wait_until(find, timeout, what, interval=0.1)
+
     # -- keyring --
     def key_description(self, credential, kind):
         return f"tokend:{self.instance}:{credential}:{kind}"
@@ -588,6 +711,324 @@ class Tokend:
 
 
 # ---------------------------------------------------------------------------
+# Processes calling tokend other than the test process
+
+def python_env(python, extra=None):
+    """The environment for running `python` (this interpreter or a copy of it)."""
+    env = dict(os.environ)
+    if os.path.realpath(python) != PYTHON_EXE:
+        env["PYTHONHOME"] = sys.base_prefix  # a copy finds its standard library there
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def move_to_cgroup(cgdir):
+    """preexec_fn helper: moves the calling (child) process into the cgroup dir cgdir."""
+    with open(os.path.join(cgdir, "cgroup.procs"), "w") as f:
+        f.write("0")
+
+
+class Caller:
+    """A separate process that calls tokend (tests/integration/vclient.py serve): another PID,
+    optionally another executable (python: a copy, see Context.python_copy), another cgroup (cgroup:
+    a directory it is moved into before it runs), or another uid (wrapper: e.g. setpriv ...).
+    Each method sends one command and, unless it says otherwise, waits for its result."""
+
+    def __init__(self, ctx, socket_path, python=None, cgroup=None, wrapper=(), env=None, name="caller"):
+        self.ctx = ctx
+        self.socket = socket_path
+        self.python = python or sys.executable
+        self.name = name
+        self.cgroup = cgroup
+        self.buf = b""
+        self.eof = False
+
+        def pre():
+            _die_with_parent()
+            if cgroup:
+                move_to_cgroup(cgroup)
+
+        self.proc = subprocess.Popen([*wrapper, self.python, VCLIENT, socket_path, "serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=None, env=python_env(self.python, env),
+                                     preexec_fn=pre, cwd="/")
+        ctx._register(self.kill, f"caller {name}")
+        first = self._line(30)
+        if first is None or "pid" not in first:
+            raise TestFailure(f"caller {name} did not start: {first} (status {self.proc.poll()})")
+        self.pid = first["pid"]
+        if self.pid != self.proc.pid:
+            raise TestFailure(f"caller {name}: pid {self.pid} is not the started process {self.proc.pid}")
+        log(f"caller {name} pid {self.pid} ({self.python}{', cgroup ' + cgroup if cgroup else ''})")
+
+    def _fill(self, timeout):
+        """Reads until a whole line is buffered: True; False at EOF or after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            sel = selectors.DefaultSelector()
+            sel.register(fd, selectors.EVENT_READ)
+            try:
+                ready = sel.select(left)
+            finally:
+                sel.close()
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.eof = True
+                return False
+            self.buf += chunk
+        return True
+
+    def _line(self, timeout):
+        """The next JSON line, or None at EOF; TimeoutError after timeout seconds."""
+        if not self._fill(timeout):
+            if self.eof:
+                return None
+            raise TimeoutError(f"caller {self.name}: no answer within {timeout}s")
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def _cmd(self, **cmd):
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def result(self, timeout=60):
+        """The result of the last command sent without waiting."""
+        try:
+            r = self._line(timeout)
+        except TimeoutError:
+            raise TestFailure(f"caller {self.name}: no result within {timeout}s") from None
+        if r is None:
+            raise TestFailure(f"caller {self.name} exited (status {self.proc.wait(timeout=10)}) without a result")
+        return r
+
+    def has_result(self, wait=0.0):
+        """True when the result of the call in progress has arrived (within `wait` seconds)."""
+        return self._fill(wait)
+
+    def start(self, method, parameters=None, timeout=60, more=False):
+        """Starts a call on a new connection; result()/reply() collects it."""
+        self._cmd(op="call", method=method, parameters=parameters, timeout=timeout, more=more)
+
+    def reply(self, timeout=60):
+        """The reply message of the call started; fails when there is none (closed, timeout)."""
+        r = self.result(timeout + 10)
+        if "reply" not in r:
+            raise TestFailure(f"caller {self.name}: no reply: {r}")
+        return r["reply"]
+
+    def call_result(self, method, parameters=None, timeout=60, more=False):
+        """The raw result of one call: {"reply": m}, {"replies": [...]} (more), {"closed": true}, ..."""
+        self.start(method, parameters, timeout, more)
+        return self.result(timeout + 10)
+
+    def call(self, method, parameters=None, timeout=60):
+        self.start(method, parameters, timeout)
+        return self.reply(timeout)
+
+    @staticmethod
+    def token_params(credential, scopes=None, resource=None, min_ttl=None):
+        p = {"credential": credential}
+        if scopes is not None:
+            p["scopes"] = scopes
+        if resource is not None:
+            p["resource"] = resource
+        if min_ttl is not None:
+            p["min_ttl"] = min_ttl
+        return p
+
+    def start_token(self, credential, scopes=None, resource=None, timeout=60):
+        """Starts GetToken; reply() collects the answer (it may wait for consent)."""
+        self.start("io.tokend.agent.GetToken", self.token_params(credential, scopes, resource), timeout)
+
+    def get_token(self, credential, scopes=None, resource=None, timeout=60):
+        """GetToken; the reply message (error or not)."""
+        self.start_token(credential, scopes, resource, timeout)
+        return self.reply(timeout)
+
+    def token(self, credential, scopes=None, resource=None, timeout=60):
+        """GetToken that must succeed; the reply parameters."""
+        m = self.get_token(credential, scopes, resource, timeout)
+        if "error" in m:
+            raise TestFailure(f"caller {self.name}: GetToken({credential}, {scopes}) failed: {m}")
+        return m["parameters"]
+
+    def whoami(self):
+        m = self.call("io.tokend.agent.WhoAmI")
+        if "error" in m:
+            raise TestFailure(f"caller {self.name}: WhoAmI failed: {m}")
+        return m["parameters"]
+
+    def send(self, method, parameters=None):
+        """Sends a call on a connection that stays open (hangup() closes it)."""
+        self._cmd(op="send", method=method, parameters=parameters)
+        r = self.result(30)
+        if not r.get("sent"):
+            raise TestFailure(f"caller {self.name}: send failed: {r}")
+
+    def recv(self, timeout=60):
+        self._cmd(op="recv", timeout=timeout)
+        return self.result(timeout + 10)
+
+    def hangup(self):
+        self._cmd(op="close")
+        r = self.result(30)
+        if not r.get("closed"):
+            raise TestFailure(f"caller {self.name}: close failed: {r}")
+
+    def exit(self, timeout=15):
+        """Ends the process; returns its exit status."""
+        if self.proc.poll() is None:
+            try:
+                self._cmd(op="exit")
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        log(f"caller {self.name} pid {self.pid} exited: status {self.proc.returncode}")
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def unified_root():
+    """The cgroup v2 (unified) hierarchy's mount point, or None."""
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if os.path.exists(os.path.join(root, "cgroup.controllers")):
+            return root
+    return None
+
+
+def own_cgroup(pid="self"):
+    """The 0:: line of /proc/PID/cgroup (the process's cgroup v2 path)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f.read().splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+    return None
+
+
+class Cgroups:
+    """cgroup v2 directories a test creates (under the unified hierarchy) and removes at the end.
+    The systemd unit of a process is read from its cgroup path: a process in
+    /X.slice/agent-1.scope is in unit agent-1.scope. Needs root; raises Skip otherwise."""
+
+    def __init__(self, ctx):
+        self.root = unified_root()
+        if self.root is None:
+            raise Skip("no cgroup v2 (unified) hierarchy mounted")
+        if os.geteuid() != 0 or not os.access(self.root, os.W_OK):
+            raise Skip(f"cannot create cgroups under {self.root} (not root)")
+        self.dirs = []
+        ctx._register(self.cleanup, "test cgroups")
+
+    def make(self, rel):
+        """Creates /rel (and its parents); returns the directory."""
+        path = self.root
+        for part in rel.strip("/").split("/"):
+            path = os.path.join(path, part)
+            if not os.path.isdir(path):
+                os.mkdir(path)
+                self.dirs.append(path)
+        return path
+
+    def cleanup(self):
+        for d in reversed(self.dirs):
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise TestFailure(f"cannot remove cgroup {d}: {e}") from None
+                    time.sleep(0.05)
+        if self.dirs:
+            log(f"removed {len(self.dirs)} test cgroups under {self.root}")
+        self.dirs = []
+
+
+class LineReader:
+    """A background process whose standard output is read line by line (e.g. `tokenctl watch`)."""
+
+    def __init__(self, ctx, args, name, env=None, preexec=None):
+        self.name = name
+        self.buf = b""
+        self.lines = []
+        self.err_path = os.path.join(ctx.tmp, f"{name}.stderr")
+        self._err = open(self.err_path, "ab")
+
+        def pre():
+            _die_with_parent()
+            if preexec:
+                preexec()
+
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
+                                     env=env, preexec_fn=pre)
+        ctx._register(self.stop, name, self.err_path)
+        log(f"started {name} (pid {self.proc.pid}): {' '.join(args)}")
+
+    def read_line(self, timeout):
+        """The next line (str, without the newline); None at EOF or after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            sel = selectors.DefaultSelector()
+            sel.register(fd, selectors.EVENT_READ)
+            try:
+                ready = sel.select(left)
+            finally:
+                sel.close()
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        text = line.decode(errors="replace")
+        self.lines.append(text)
+        return text
+
+    def wait_line(self, pred, timeout, what):
+        """Reads lines until pred(line) is true; returns that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                raise TestFailure(f"{self.name}: no line for {what} within {timeout}s "
+                                  f"(status {self.proc.poll()}; lines so far: {self.lines[-10:]})")
+            if pred(line):
+                return line
+
+    def stop(self):
+        if self.proc.poll() is None:
+            stop_pid(self.proc, timeout=10)
+        self.proc.stdout.close()
+        self._err.close()
+
+
+# ---------------------------------------------------------------------------
 # Context and runner
 
 class Context:
@@ -608,6 +1049,39 @@ class Context:
         d = Tokend(self, **kw)
         self.daemons.append(d)
         return d
+
+    def python_copy(self, name):
+        """A copy of this interpreter at ctx.tmp/exe-NAME/python3: the same program at another path,
+        so another executable for the kernel (/proc/PID/exe) and for Exe= selectors. Run it with
+        python_env() (it finds its standard library through PYTHONHOME)."""
+        path = os.path.join(self.tmp, f"exe-{name}", "python3")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            shutil.copy2(PYTHON_EXE, path + ".tmp")
+            os.chmod(path + ".tmp", 0o755)
+            os.rename(path + ".tmp", path)
+        return path
+
+    @property
+    def owner_python(self):
+        """The interpreter copy used for manager calls: an owner process no default agent matches."""
+        return self.python_copy("owner")
+
+    def vclient_call(self, socket_path, method, parameters=None, python=None, timeout=30.0):
+        """One call from a separate vclient.py process (default: the owner copy); its result."""
+        python = python or self.owner_python
+        args = [python, VCLIENT, socket_path, "call", method]
+        if parameters is not None:
+            args.append(json.dumps(parameters))
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 15, env=python_env(python),
+                           preexec_fn=_die_with_parent)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise TestFailure(f"vclient {method} failed (status {r.returncode}): {r.stderr.strip()}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def caller(self, socket_path, **kw):
+        """A Caller process (vclient.py serve) for socket_path."""
+        return Caller(self, socket_path, **kw)
 
     def verify_daemons(self):
         """Stops every tokend still running: each must exit 0 on SIGTERM (a sanitizer build exits

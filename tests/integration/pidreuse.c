@@ -26,12 +26,26 @@
  *       Child A connects, hands the socket to the parent, then execs PROGRAM
  *       (same process, same PID, another executable); the parent calls WhoAmI
  *       once A's exec is done. Shows what the daemon reports then.
+ *   pidreuse call SOCKET
+ *       Connects and makes the probe call itself (a small C client: another
+ *       executable than the Python test, for policy tests).
+ *   pidreuse grant-reuse SOCKET
+ *       Child A (comm "pidreuse-A") makes the probe call and prints the reply
+ *       (A_SENT, then A_REPLY), makes it once more on a new connection
+ *       (A2_REPLY), and exits; the parent reaps A, then B is created with A's
+ *       PID and execs "pidreuse call SOCKET": the same executable, the same
+ *       PID, another process. For test_consent_decay.py: a grant bound to A's
+ *       process must not cover B.
+ *
+ * The probe call is io.tokend.agent.WhoAmI, or the whole Varlink call given
+ * in $PIDREUSE_CALL (JSON text, e.g. a GetToken), for every mode.
  *
  * Output, one fact a line, for the test to parse:
  *   PARENT_PID n | A_PID n | A_STATE c (zombie) | A_EXE path (exec) |
  *   CLONE3_TRIES n | CLONE3_ERROR errno | B_PID n | B_EXE path | B_EXE_AFTER path |
  *   SENT (the WhoAmI call is written; a stopped daemon may be resumed now) |
- *   REPLY raw-json | CLOSED (EOF or reset, no reply) | TIMEOUT
+ *   REPLY raw-json | CLOSED (EOF or reset, no reply) | TIMEOUT |
+ *   A_SENT, A_REPLY raw-json, A2_REPLY raw-json (grant-reuse) | B_STATUS n
  * Exit status: 0 done (whatever the daemon answered), 1 error, 77 clone3 with
  * set_tid not permitted here (needs CAP_SYS_ADMIN over the PID namespace),
  * 3 the PID could not be taken over (EEXIST: someone else got it first).
@@ -185,6 +199,16 @@ static void send_call(int fd, const char *method) {
         write_all(fd, msg, (size_t) n + 1);
 }
 
+/* Sends the probe call: $PIDREUSE_CALL when set, otherwise WhoAmI. */
+static void send_probe(int fd) {
+        const char *call = getenv("PIDREUSE_CALL");
+        if (!call || !*call) {
+                send_call(fd, "io.tokend.agent.WhoAmI");
+                return;
+        }
+        write_all(fd, call, strlen(call) + 1);
+}
+
 enum { GOT_REPLY, GOT_CLOSED, GOT_TIMEOUT };
 
 /* Reads one NUL-terminated message into buf (NUL-terminated string). */
@@ -226,8 +250,8 @@ static int read_reply(int fd, char *buf, size_t size, int timeout_ms) {
         }
 }
 
-/* Reads one reply and prints it as REPLY/CLOSED/TIMEOUT. */
-static void print_reply(int fd) {
+/* Reads one reply and prints it as PREFIX REPLY/CLOSED/TIMEOUT. */
+static void print_reply_as(int fd, const char *prefix) {
         char *buf = malloc(REPLY_MAX);
         if (!buf)
                 die("out of memory");
@@ -237,15 +261,19 @@ static void print_reply(int fd) {
                 for (char *p = buf; *p; p++)
                         if (*p == '\n' || *p == '\r')
                                 *p = ' ';
-                say("REPLY %s", buf);
+                say("%sREPLY %s", prefix, buf);
                 break;
         case GOT_CLOSED:
-                say("CLOSED");
+                say("%sCLOSED", prefix);
                 break;
         default:
-                say("TIMEOUT");
+                say("%sTIMEOUT", prefix);
         }
         free(buf);
+}
+
+static void print_reply(int fd) {
+        print_reply_as(fd, "");
 }
 
 static void send_fd(int sock, int fd) {
@@ -344,7 +372,7 @@ static int child_connect(const char *path, int chan, bool round_trip) {
 static void do_whoami(const char *path) {
         say("PARENT_PID %d", (int) getpid());
         int fd = connect_socket(path);
-        send_call(fd, "io.tokend.agent.WhoAmI");
+        send_probe(fd);
         say("SENT");
         print_reply(fd);
         close(fd);
@@ -372,7 +400,7 @@ static void do_control(const char *path) {
         close(hold[0]);
         int fd = recv_fd(chan[0]);
         say("A_PID %d", (int) a);
-        send_call(fd, "io.tokend.agent.WhoAmI");
+        send_probe(fd);
         say("SENT");
         print_reply(fd);
         close(hold[1]);
@@ -439,7 +467,7 @@ static void do_reuse(const char *path, bool accepted, char *const program[]) {
         read_exe(b, exe, sizeof exe);
         say("B_EXE %s", exe);
 
-        send_call(fd, "io.tokend.agent.WhoAmI");
+        send_probe(fd);
         say("SENT");
         print_reply(fd);
 
@@ -489,7 +517,7 @@ static void do_zombie(const char *path) {
                 fclose(f);
         }
         say("A_STATE %s", state);
-        send_call(fd, "io.tokend.agent.WhoAmI");
+        send_probe(fd);
         say("SENT");
         print_reply(fd);
         reap(a, "A");
@@ -519,7 +547,7 @@ static void do_exec(const char *path, char *const program[]) {
         char exe[PATH_MAX];
         read_exe(a, exe, sizeof exe);
         say("A_EXE %s", exe);
-        send_call(fd, "io.tokend.agent.WhoAmI");
+        send_probe(fd);
         say("SENT");
         print_reply(fd);
         if (kill(a, SIGKILL) < 0)
@@ -528,13 +556,82 @@ static void do_exec(const char *path, char *const program[]) {
         close(fd);
 }
 
+static void do_call(const char *path) {
+        say("PARENT_PID %d", (int) getpid());
+        int fd = connect_socket(path);
+        send_probe(fd);
+        say("SENT");
+        print_reply(fd);
+        close(fd);
+}
+
+static void do_grant_reuse(const char *path) {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n < 0)
+                die("readlink /proc/self/exe: %m");
+        self[n] = 0;
+        say("PARENT_PID %d", (int) getpid());
+        pid_t a = fork();
+        if (a < 0)
+                die("fork: %m");
+        if (a == 0) {
+                (void) prctl(PR_SET_NAME, "pidreuse-A", 0, 0, 0);
+                int fd = connect_socket(path);
+                send_probe(fd);
+                say("A_SENT");
+                print_reply_as(fd, "A_");
+                close(fd);
+                fd = connect_socket(path);
+                send_probe(fd);
+                print_reply_as(fd, "A2_");
+                close(fd);
+                _exit(0);
+        }
+        reap(a, "A");
+        say("A_PID %d", (int) a);
+
+        int errp[2];
+        if (pipe2(errp, O_CLOEXEC) < 0)
+                die("pipe: %m");
+        pid_t b = -1;
+        int tries = 0;
+        while (tries++ < 100) {
+                b = clone3_with_pid(a);
+                if (b >= 0 || errno != EEXIST)
+                        break;
+                usleep(10000);
+        }
+        if (b == 0) {
+                close(errp[0]);
+                char *const argv[] = { self, (char *) "call", (char *) path, NULL };
+                exec_or_report(errp[1], argv);
+        }
+        if (b < 0) {
+                int err = errno;
+                fprintf(stderr, "pidreuse: clone3(set_tid=%d): %s\n", (int) a, strerror(err));
+                say("CLONE3_ERROR %d", err);
+                exit(err == EPERM ? 77 : err == EEXIST ? 3 : 1);
+        }
+        wait_exec(errp, "B");
+        say("CLONE3_TRIES %d", tries);
+        say("B_PID %d", (int) b);
+        int status;
+        while (waitpid(b, &status, 0) < 0)
+                if (errno != EINTR)
+                        die("waitpid B (%d): %m", (int) b);
+        say("B_STATUS %d", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
 static _Noreturn void usage(void) {
         fprintf(stderr,
                 "usage: pidreuse whoami SOCKET\n"
                 "       pidreuse control SOCKET\n"
                 "       pidreuse reuse SOCKET accepted|early [PROGRAM [ARG...]]\n"
                 "       pidreuse zombie SOCKET\n"
-                "       pidreuse exec SOCKET [PROGRAM [ARG...]]\n");
+                "       pidreuse exec SOCKET [PROGRAM [ARG...]]\n"
+                "       pidreuse call SOCKET\n"
+                "       pidreuse grant-reuse SOCKET\n");
         exit(2);
 }
 
@@ -560,6 +657,10 @@ int main(int argc, char *argv[]) {
                 do_reuse(path, accepted, argc > 4 ? argv + 4 : (char *const *) default_program);
         } else if (strcmp(mode, "zombie") == 0 && argc == 3)
                 do_zombie(path);
+        else if (strcmp(mode, "call") == 0 && argc == 3)
+                do_call(path);
+        else if (strcmp(mode, "grant-reuse") == 0 && argc == 3)
+                do_grant_reuse(path);
         else if (strcmp(mode, "exec") == 0)
                 do_exec(path, argc > 3 ? argv + 3 : (char *const *) default_program);
         else

@@ -8,6 +8,8 @@
    0600, both owned by the daemon's uid; a stale socket file is replaced.
 3. Socket activation: started by systemd-socket-activate, it serves on the passed socket.
 4. No core files: RLIMIT_CORE is 0 (/proc/PID/limits).
+5. Without --policy-dir the policy comes from $XDG_CONFIG_HOME/tokend/policy.d (WhoAmI names the
+   agent and its file there).
 """
 import os
 import socket
@@ -17,7 +19,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import TOKEND, TOKENCTL, check, log, run_test, stop_pid, wait_until  # noqa: E402
+from harness import (TOKEND, TOKENCTL, VarlinkConnection, check, log, run_test, stop_pid,  # noqa: E402
+                     test_agent_policy, wait_until)
 
 
 def recv_notify(sock, want, timeout=10):
@@ -41,6 +44,12 @@ def main(ctx):
     env["XDG_STATE_HOME"] = os.path.join(tmp, "state")
     env["XDG_RUNTIME_DIR"] = os.path.join(tmp, "run")
     os.makedirs(env["XDG_RUNTIME_DIR"], mode=0o700)
+    env["XDG_CONFIG_HOME"] = os.path.join(tmp, "config")
+    policy_dir = os.path.join(env["XDG_CONFIG_HOME"], "tokend", "policy.d")
+    os.makedirs(policy_dir, mode=0o700)
+    policy_file = os.path.join(policy_dir, "50-test.conf")
+    with open(os.open(policy_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(test_agent_policy("default-dir-agent"))
     notify_path = os.path.join(tmp, "notify")
     ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     ns.bind(notify_path)
@@ -69,6 +78,12 @@ def main(ctx):
           oct(st_sock.st_mode))
     r = subprocess.run([TOKENCTL, "list"], env=env, capture_output=True, text=True, timeout=10)
     check(r.returncode == 0, "tokenctl finds the default socket through $XDG_RUNTIME_DIR", r.stderr)
+
+    with VarlinkConnection(path) as c:
+        m = c.call("io.tokend.agent.WhoAmI")
+    pol = (m.get("parameters") or {}).get("policy") or {}
+    check(pol.get("name") == "default-dir-agent" and pol.get("file") == policy_file,
+          "without --policy-dir, the policy is read from $XDG_CONFIG_HOME/tokend/policy.d", m)
 
     with open(f"/proc/{p.pid}/limits") as f:
         core = [line for line in f if line.startswith("Max core file size")]

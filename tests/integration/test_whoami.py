@@ -4,7 +4,8 @@
 
 (a) The test process itself: uid/gid/pid are os.getuid()/getgid()/getpid(), pidfd is true, exe is
     realpath(sys.executable), comm is /proc/self/comm, cgroup is the "0::" line of
-    /proc/self/cgroup, and unit is what libsystemd says for this process (none outside a unit).
+    /proc/self/cgroup, and unit is what libsystemd says for this process (none outside a unit);
+    policy names the harness's agent test-python (mode allow, its file) and manager is false.
 (b) Units, from real cgroups in the unified hierarchy (root only): a Python client moved into
     X.slice/tokend-whoami-R.service gets unit "tokend-whoami-R.service", user_unit false; one in
     X.slice/user@UID.service/app.slice/tokend-whoami-R.service gets that user unit, user_unit
@@ -12,7 +13,8 @@
     gets no unit. Each answer is cross-checked with libsystemd's sd_pid_get_unit() /
     sd_pid_get_user_unit() for the same process. The cgroups are removed afterwards.
 (c) Another executable: tests/integration/pidreuse (C, raw Varlink) is reported with its own
-    exe, pid and comm.
+    exe, pid and comm; no agent matches it (policy without a name, mode ask) and, being of the
+    owner's uid, manager is true.
 (d) PID reuse (root only: clone3 with set_tid). Child A connects and hands the socket to the
     parent (SCM_RIGHTS), then exits and is reaped; B is created with A's PID (checked: the test
     fails if B did not get it) and execs /bin/sleep; then the parent calls WhoAmI on A's
@@ -342,6 +344,10 @@ def part_self(d, sd):
         check(p.get("unit") == unit and p.get("user_unit") == user,
               f"(a) unit is what libsystemd says for us ({unit!r}, user_unit {user})", p)
     check(not str(p.get("unit", "")).startswith("tokend-whoami-"), "(a) we are in no test unit", p)
+    pol = p.get("policy") or {}
+    check(pol.get("name") == "test-python" and pol.get("mode") == "allow" and pol.get("file") == d.policy_path(),
+          "(a) policy: the harness's agent test-python (mode allow) from its file", pol)
+    check(p.get("manager") is False, "(a) manager false: an agent may not use the manager interface", p)
     return p
 
 
@@ -399,6 +405,9 @@ def part_other_exe(d):
     check(p["pid"] == int(facts["PARENT_PID"]) and p["comm"] == "pidreuse",
           "(c) pid and comm are the helper's", p)
     check(p["uid"] == os.getuid() and p["pidfd"] is True, "(c) uid ours, pidfd true", p)
+    check("name" not in (p.get("policy") or {"name": "?"}) and p["policy"].get("mode") == "ask",
+          "(c) pidreuse matches no agent: an unknown caller (mode ask)", p.get("policy"))
+    check(p.get("manager") is True, "(c) ... and, being the owner's uid, may use the manager interface", p)
 
 
 def part_reuse(d, seen, label_prefix="(d)", early_racing=10, accepted=5, early_stopped=3):

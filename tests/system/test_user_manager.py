@@ -11,6 +11,11 @@ starts `systemd --user` for it, installs the units into ~/.config/systemd/user a
   2. a credential added against a loopback OAuth server gives a token (the kernel
      keyring works under the hardened unit: the key is in the user's persistent
      keyring); `systemctl --user restart tokend.service` keeps it;
+  2b. the policy under the unit: a file in ~/.config/tokend/policy.d naming a Python client
+     of the user as an agent (Exe=, Uid=, Mode=allow, Scopes=read) is read on
+     `systemctl --user reload tokend.service` (ExecReload: SIGHUP); the hardened daemon then
+     tells that agent from tokenctl (WhoAmI, reading /proc of the caller), gives it a "read"
+     token, refuses it ["write"] and the manager interface, and still serves tokenctl.
   3. with a drop-in (TOKEND_TEST_FAULTS=1, WatchdogSec=3s), SIGUSR2 hangs the event
      loop: the watchdog kills the daemon and systemd restarts it; the credential works.
   4. the started unit file is the one configured from units/tokend.service.in; its
@@ -486,6 +491,9 @@ def run_checks(u, harness, manager_pid, tokenctl_bin, unitdir, state_dir, instan
     check(srv.refresh_count() > refreshes or tok2 == tok1,
           "after restart the token came from the refresh token kept in the keyring (no new login)")
 
+    # 2b. The policy, read by the daemon under the unit, reloaded through ExecReload.
+    policy_checks(u, tokenctl_bin, sock)
+
     # 3. Watchdog: a hung event loop is killed and the service restarted.
     dropin = os.path.join(unitdir, "tokend.service.d")
     u.makedirs(dropin, mode=0o755)
@@ -523,6 +531,55 @@ def run_checks(u, harness, manager_pid, tokenctl_bin, unitdir, state_dir, instan
     # Back to the shipped unit for the rest of the teardown.
     shutil.rmtree(dropin)
     u.systemctl("daemon-reload")
+
+
+def policy_checks(u, tokenctl_bin, sock):
+    vclient = os.path.join(REPO, "tests", "integration", "vclient.py")
+    # An interpreter the test user may run (this one may live under /root).
+    python = None
+    for cand in (sys.executable, "/usr/bin/python3"):
+        try:
+            if u.run([cand, "-c", "pass"], quiet=True).returncode == 0:
+                python = os.path.realpath(cand)
+                break
+        except OSError as e:
+            log(f"{u.name} cannot run {cand}: {e}")
+    check(python is not None, f"{u.name} can run a Python interpreter ({sys.executable} or /usr/bin/python3)")
+
+    def call(method, params=None):
+        args = [python, vclient, sock, "call", method] + ([json.dumps(params)] if params is not None else [])
+        r = u.run(args, quiet=True)
+        check(r.returncode == 0 and r.stdout.strip(), f"the user's Python client called {method}", r.stderr)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        check("reply" in res, f"{method}: a reply", res)
+        return res["reply"]
+
+    w = call("io.tokend.agent.WhoAmI")["parameters"]
+    check(w["uid"] == u.uid and w.get("exe") == python and "name" not in w.get("policy", {"name": "?"}),
+          "before the policy: the user's Python client is an unknown caller, as the daemon reads it", w)
+    policy_dir = os.path.join(u.home, ".config", "tokend", "policy.d")
+    top = u.makedirs(policy_dir, mode=0o700)
+    on_cleanup("remove the policy directory", lambda: shutil.rmtree(top or policy_dir, ignore_errors=True))
+    policy_file = os.path.join(policy_dir, "50-systest.conf")
+    u.write(policy_file, "# tests/system/test_user_manager.py\n[Agent]\nName=systest-python\n"
+            f"Exe={python}\nUid={u.uid}\nMode=allow\n\n[Credential {CRED}]\nScopes=read\n", mode=0o600)
+    u.systemctl("reload", "tokend.service", check_rc=True, timeout=60)
+    wait_until(lambda: call("io.tokend.agent.WhoAmI")["parameters"].get("policy", {}).get("name") == "systest-python",
+               15, "the reloaded policy to name the Python client as agent systest-python")
+    w = call("io.tokend.agent.WhoAmI")["parameters"]
+    check(w["policy"].get("file") == policy_file and w["policy"].get("mode") == "allow" and w.get("manager") is False,
+          f"WhoAmI: agent systest-python from {policy_file}, mode allow, manager false", w)
+    m = call("io.tokend.agent.GetToken", {"credential": CRED})
+    check("error" not in m and m["parameters"].get("scopes") == ["read"] and m["parameters"].get("token"),
+          "the agent gets a token carrying exactly its policy's scopes ['read']", m.get("error"))
+    m = call("io.tokend.agent.GetToken", {"credential": CRED, "scopes": ["write"]})
+    check(m.get("error") == "io.tokend.agent.ScopeNotAllowed", "the agent is refused ['write']: ScopeNotAllowed", m)
+    m = call("io.tokend.manager.ListCredentials", {})
+    check(m.get("error") == "org.varlink.service.PermissionDenied", "the agent may not use the manager interface", m)
+    r = u.run([tokenctl_bin, "--json", "whoami"])
+    check(r.returncode == 0 and json.loads(r.stdout).get("manager") is True,
+          "tokenctl (no agent) still may use the manager interface", r.stdout)
+    check(u.run([tokenctl_bin, "list"]).returncode == 0, "tokenctl list still works")
 
 
 if __name__ == "__main__":
