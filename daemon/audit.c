@@ -6,6 +6,8 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
@@ -79,8 +81,16 @@ static int audit_priority(AuditEvent e) {
         return LOG_INFO;
 }
 
+/* Whether a journald answers: the socket file alone may be left over from
+ * one that has gone (connecting then fails with ECONNREFUSED). */
 static bool journal_reachable(void) {
-        return access(JOURNAL_SOCKET, W_OK) >= 0;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = JOURNAL_SOCKET };
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        bool ok = connect(fd, (struct sockaddr *) &sa, sizeof sa) >= 0;
+        safe_close(fd);
+        return ok;
 }
 
 int audit_new(uid_t owner_uid, const char *state_dir, Audit **ret) {
