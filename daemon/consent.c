@@ -31,6 +31,7 @@
 #define ERR_CONSENT_REQUIRED "io.tokend.agent.ConsentRequired"
 #define ERR_CONSENT_DENIED "io.tokend.agent.ConsentDenied"
 #define ERR_CALLER_GONE "io.tokend.agent.CallerGone"
+#define ERR_LIFETIME "io.tokend.agent.LifetimeTooShort"
 
 typedef enum GrantKind {
         GRANT_TIME,
@@ -239,15 +240,20 @@ static void grant_free(Grant *g) {
         free(g);
 }
 
-/* Ends a grant, on the record (why: "revoked", "expired", "process-exited"). */
+/* Ends a grant, on the record (why: "revoked", "expired", "process-exited",
+ * "credential-removed", "unused"), without saving the list. */
+static void grant_end_nosave(Grant *g, const char *why) {
+        audit_log(g->manager, &(AuditRecord) { .event = AUDIT_GRANT, .credential = g->credential,
+                                               .scopes = &g->scopes, .resource = g->resource, .grant = g->id,
+                                               .reason = why, .agent_name = g->agent });
+        log_info("Grant %s (%s, credential %s) ended: %s", g->id, g->agent ?: "unknown caller", g->credential, why);
+        grant_free(g);
+}
+
 static void grant_end(Grant *g, const char *why) {
         Manager *m = g->manager;
         bool persisted = g->kind != GRANT_PROCESS;
-        audit_log(m, &(AuditRecord) { .event = AUDIT_GRANT, .credential = g->credential, .scopes = &g->scopes,
-                                      .resource = g->resource, .grant = g->id, .reason = why,
-                                      .agent_name = g->agent });
-        log_info("Grant %s (%s, credential %s) ended: %s", g->id, g->agent ?: "unknown caller", g->credential, why);
-        grant_free(g);
+        grant_end_nosave(g, why);
         if (persisted)
                 (void) grants_save(m);
 }
@@ -390,7 +396,19 @@ static int grant_from_json(json_object *o, Grant **ret) {
                 return -EINVAL;
         if (!json_object_object_get_ex(o, "scopes", &v) || scope_set_from_json(v, &g->scopes) < 0)
                 return -EINVAL;
-        g->all_scopes = json_object_object_get_ex(o, "all_scopes", &v) && json_object_get_boolean(v);
+        if (json_object_object_get_ex(o, "all_scopes", &v)) {
+                if (!json_object_is_type(v, json_type_boolean)) {
+                        scope_set_done(&g->scopes);
+                        return -EINVAL;
+                }
+                g->all_scopes = json_object_get_boolean(v);
+        }
+        if ((json_object_object_get_ex(o, "resource", &v) && !res) ||
+            (json_object_object_get_ex(o, "agent", &v) && !agent) || expires <= created ||
+            (uint64_t) (expires - created) > (uint64_t) DURATION_MAX_SEC * USEC_PER_SEC) {
+                scope_set_done(&g->scopes);
+                return -EINVAL;
+        }
         if (!g->all_scopes && g->scopes.n == 0) {
                 scope_set_done(&g->scopes);
                 return -EINVAL;
@@ -437,6 +455,11 @@ int consent_load(Manager *m) {
         r = read_file_full(path, GRANTS_FILE_MAX, &text, &len);
         if (r == -ENOENT)
                 return 0;
+        if (r == -EFBIG) {
+                /* Dropping grants only narrows: the owner approves again. */
+                log_error("%s is larger than %u bytes; starting without saved grants", path, GRANTS_FILE_MAX);
+                return 0;
+        }
         if (r < 0)
                 return log_error_errno(r, "Cannot read %s: %m", path);
         _cleanup_(json_object_putp) json_object *root = json_tokener_parse(text);
@@ -587,8 +610,10 @@ static int request_queue(Manager *m, VarlinkCall *call, const PeerIdentity *id, 
         _cleanup_free_ char *key = NULL;
         int r;
 
-        if (agent ? asprintf(&key, "agent:%s", agent) < 0 : asprintf(&key, "uid:%u:%s", (unsigned) id->uid,
-                                                                      strna(id->exe)) < 0)
+        /* Per agent, and per uid for unknown callers: an unknown caller can
+         * take any executable path, so counting per path would let one uid
+         * fill the global cap and starve every agent. */
+        if (agent ? asprintf(&key, "agent:%s", agent) < 0 : asprintf(&key, "uid:%u", (unsigned) id->uid) < 0)
                 return -ENOMEM;
         if (m->n_requests >= CONSENT_REQUESTS_MAX || requests_of(m, key) >= CONSENT_REQUESTS_PER_AGENT_MAX) {
                 int k = refuse(m, call, id, credential, scopes, resource, NULL, ERR_CONSENT_REQUIRED,
@@ -633,12 +658,70 @@ static int request_queue(Manager *m, VarlinkCall *call, const PeerIdentity *id, 
         return 0;
 }
 
+/* The policy's verdict on a request of agent a (NULL: unknown caller) under
+ * the policy in force. 0: allowed, *ret_effective = what it may get (empty:
+ * all the credential holds). -EPERM: refused, *ret_error and *ret_params
+ * say with which agent error. -ENOMEM. */
+static int policy_decide(const PolicyAgent *a, const char *credential, const ScopeSet *requested, Credential *c,
+                         const char *resource, int64_t min_ttl, ScopeSet *ret_effective, const char **ret_error,
+                         json_object **ret_params) {
+        _cleanup_(scope_set_done) ScopeSet allowed = {};
+        _cleanup_free_ char *why = NULL, *why0 = NULL;
+        const char *agent = policy_agent_name(a);
+
+        int r = policy_check_request(a, credential, requested, c ? &c->scopes : NULL, resource, ret_effective, &why);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                scope_set_done(ret_effective);
+                /* Without its scopes, is the request allowed? Then the scopes
+                 * are what is too wide; otherwise the agent, the credential
+                 * or the resource is. */
+                int k = policy_check_request(a, credential, NULL, c ? &c->scopes : NULL, resource, &allowed, &why0);
+                if (k == -ENOMEM)
+                        return k;
+                if (k < 0 || !requested || requested->n == 0) {
+                        *ret_error = ERR_POLICY;
+                        *ret_params = consent_error_params(credential, agent, NULL, why0 ?: why);
+                        return -EPERM;
+                }
+                ScopeSet missing = {};
+                (void) scope_set_is_subset(requested, &allowed, &missing);
+                json_object *p = json_object_new_object();
+                if (p) {
+                        json_object_object_add(p, "credential", json_object_new_string(credential));
+                        json_object_object_add(p, "scopes", scope_set_to_json(&missing));
+                        json_object_object_add(p, "allowed", scope_set_to_json(&allowed));
+                        if (why)
+                                json_object_object_add(p, "reason", json_object_new_string(why));
+                }
+                scope_set_done(&missing);
+                *ret_error = ERR_SCOPE;
+                *ret_params = p;
+                return -EPERM;
+        }
+        uint64_t max = policy_agent_max_lifetime_usec(a);
+        if (min_ttl >= 0 && max > 0 && (uint64_t) min_ttl * USEC_PER_SEC > max) {
+                /* Never satisfiable for this agent: say so before asking anyone. */
+                scope_set_done(ret_effective);
+                json_object *p = json_object_new_object();
+                if (p) {
+                        json_object_object_add(p, "credential", json_object_new_string(credential));
+                        json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (max / USEC_PER_SEC)));
+                }
+                *ret_error = ERR_LIFETIME;
+                *ret_params = p;
+                return -EPERM;
+        }
+        return 0;
+}
+
 int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, ScopeSet *scopes, const char *resource,
                       int64_t min_ttl) {
-        _cleanup_(scope_set_done) ScopeSet requested = *scopes, effective = {}, allowed = {};
-        _cleanup_free_ char *why = NULL;
+        _cleanup_(scope_set_done) ScopeSet requested = *scopes, effective = {};
         const PeerIdentity *id = audit_call_agent(call);
-        int r;
+        const char *error = NULL;
+        json_object *params = NULL;
 
         *scopes = (ScopeSet) {};
         if (!id)
@@ -651,33 +734,11 @@ int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, Sco
                               NULL);
 
         Credential *c = manager_find_credential(m, credential);
-        r = policy_check_request(a, credential, &requested, c ? &c->scopes : NULL, resource, &effective, &why);
-        if (r == -ENOMEM)
+        int r = policy_decide(a, credential, &requested, c, resource, min_ttl, &effective, &error, &params);
+        if (r == -EPERM)
+                return refuse(m, call, id, credential, &requested, resource, NULL, error, params);
+        if (r < 0)
                 return r;
-        if (r < 0) {
-                /* Refused. Without its scopes, is the request allowed? Then
-                 * the scopes are what is too wide; otherwise the agent, the
-                 * credential or the resource is. */
-                _cleanup_free_ char *why0 = NULL;
-                int k = policy_check_request(a, credential, NULL, c ? &c->scopes : NULL, resource, &allowed, &why0);
-                if (k == -ENOMEM)
-                        return k;
-                if (k < 0 || requested.n == 0)
-                        return refuse(m, call, id, credential, &requested, resource, NULL, ERR_POLICY,
-                                      consent_error_params(credential, agent, NULL, why0 ?: why));
-                ScopeSet missing = {};
-                (void) scope_set_is_subset(&requested, &allowed, &missing);
-                json_object *p = json_object_new_object();
-                if (p) {
-                        json_object_object_add(p, "credential", json_object_new_string(credential));
-                        json_object_object_add(p, "scopes", scope_set_to_json(&missing));
-                        json_object_object_add(p, "allowed", scope_set_to_json(&allowed));
-                        if (why)
-                                json_object_object_add(p, "reason", json_object_new_string(why));
-                }
-                scope_set_done(&missing);
-                return refuse(m, call, id, credential, &requested, resource, NULL, ERR_SCOPE, p);
-        }
         if (!c)
                 return refuse(m, call, id, credential, &requested, resource, NULL, ERR_NO_CREDENTIAL,
                               engine_error_parameters(credential, ERR_NO_CREDENTIAL, NULL, -1));
@@ -691,6 +752,81 @@ int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, Sco
         if (g)
                 return issue_under_grant(m, call, c, g, &effective, resource, min_ttl);
         return request_queue(m, call, id, agent, credential, &effective, resource, min_ttl);
+}
+
+/* Judges a waiting request again under the policy in force (after a reload,
+ * and before an approval answers it). 1: still waits (its scopes updated to
+ * what it may get now); 0: it was answered (refused, or given a token when
+ * its agent is now in allow mode) and freed; <0: error. */
+static int request_rejudge(Manager *m, ConsentRequest *q) {
+        _cleanup_(scope_set_done) ScopeSet effective = {};
+        const char *error = NULL;
+        json_object *params = NULL;
+
+        const PolicyAgent *a = policy_match(m->policy, q->identity);
+        if (!streq_ptr(policy_agent_name(a), q->agent) || (q->identity->uid != m->owner_uid && !a)) {
+                request_fail(q, "timeout", ERR_CONSENT_REQUIRED,
+                             "the policy changed while the request waited and classifies the caller differently "
+                             "now; ask again");
+                return 0;
+        }
+        Credential *c = manager_find_credential(m, q->credential);
+        int r = policy_decide(a, q->credential, &q->scopes, c, q->resource, q->min_ttl, &effective, &error, &params);
+        if (r == -EPERM) {
+                Manager *mm = q->manager;
+                VarlinkCall *call = TAKE_PTR(q->call);
+                watchers_notify(mm, "denied", q, NULL);
+                varlink_call_set_cancel(call, NULL, NULL);
+                (void) refuse(mm, call, q->identity, q->credential, &q->scopes, q->resource, NULL, error, params);
+                request_free(q);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        scope_set_done(&q->scopes);
+        q->scopes = effective;
+        effective = (ScopeSet) {};
+        if (c && policy_agent_mode(a) == POLICY_ALLOW) {
+                watchers_notify(m, "approved", q, NULL);
+                VarlinkCall *call = TAKE_PTR(q->call);
+                varlink_call_set_cancel(call, NULL, NULL);
+                ScopeSet sc = q->scopes;
+                q->scopes = (ScopeSet) {};
+                int64_t min_ttl = q->min_ttl;
+                _cleanup_free_ char *res = q->resource ? strdup(q->resource) : NULL;
+                request_free(q);
+                (void) engine_get_token(c, call, &sc, res, min_ttl, policy_agent_max_lifetime_usec(a));
+                return 0;
+        }
+        return 1;
+}
+
+static void watchers_recheck(Manager *m) {
+        for (ConsentWatcher *w = m->watchers, *next; w; w = next) {
+                next = w->next;
+                if (policy_is_manager_allowed(m->policy, audit_call_agent(w->call), m->owner_uid))
+                        continue;
+                VarlinkCall *call = w->call;
+                varlink_call_set_cancel(call, NULL, NULL);
+                LIST_REMOVE(m->watchers, w);
+                free(w);
+                (void) varlink_call_error(call, VARLINK_ERROR_PERMISSION_DENIED, NULL);
+        }
+}
+
+void consent_policy_changed(Manager *m) {
+        watchers_recheck(m);
+        /* Each pass ends at the first request answered (the list changed
+         * under us) and starts over; requests that keep waiting are judged
+         * again, which changes nothing. At most CONSENT_REQUESTS_MAX passes. */
+        for (bool again = true; again;) {
+                again = false;
+                for (ConsentRequest *q = m->requests; q; q = q->next)
+                        if (request_rejudge(m, q) == 0) {
+                                again = true;
+                                break;
+                        }
+        }
 }
 
 /* ---- the manager's side ---- */
@@ -831,11 +967,15 @@ int consent_approve(Manager *m, VarlinkCall *call, const char *id, int64_t durat
                 return manager_error(call, "io.tokend.manager.NoSuchCredential", "name", q->credential);
 
         /* The policy is the ceiling: under the policy in force now, and for
-         * the agent the caller is now. */
-        const PolicyAgent *a = policy_match(m->policy, q->identity);
-        if (!streq_ptr(policy_agent_name(a), q->agent))
+         * the agent the caller is now (a reload judged it already; this
+         * only guards against a change that did not go through one). */
+        r = request_rejudge(m, q);
+        if (r < 0)
+                return r;
+        if (r == 0)
                 return manager_error(call, "io.tokend.manager.ApprovalTooWide", "reason",
-                                     "the policy was reloaded and classifies the caller differently now");
+                                     "under the policy in force the request no longer waits for consent");
+        const PolicyAgent *a = policy_match(m->policy, q->identity);
         if (approved.n > 0) {
                 _cleanup_free_ char *why = NULL;
                 r = policy_check_request(a, q->credential, &approved, &c->scopes, q->resource, NULL, &why);
@@ -885,10 +1025,14 @@ int consent_approve(Manager *m, VarlinkCall *call, const char *id, int64_t durat
                 json_object_put(reply);
                 return -ENOMEM;
         }
-        if (result.n == 0 && !(linked->all_scopes))
+        if (result.n == 0 && !(linked->all_scopes)) {
                 (void) refuse(m, qc, qid, qcred, &result, resource, grant_id, ERR_CONSENT_DENIED,
                               consent_error_params(qcred, qagent, qrid, NULL));
-        else
+                /* A single-use grant is for that request only: it answered
+                 * nothing, so nothing is left of it. */
+                if (linked->kind == GRANT_ONCE)
+                        grant_end(linked, "unused");
+        } else
                 (void) issue_under_grant(m, qc, c, linked, &result, resource, min_ttl);
 
         for (ConsentRequest *o = m->requests, *next; o; o = next) {
@@ -969,7 +1113,7 @@ void consent_forget_credential(Manager *m, const char *credential) {
                 next = g->next;
                 if (streq(g->credential, credential)) {
                         changed = changed || g->kind != GRANT_PROCESS;
-                        grant_free(g);
+                        grant_end_nosave(g, "credential-removed");
                 }
         }
         if (changed)

@@ -56,6 +56,11 @@ int consent_deny(Manager *m, VarlinkCall *call, const char *id);
 int consent_list_grants(Manager *m, VarlinkCall *call);
 int consent_revoke_grant(Manager *m, VarlinkCall *call, const char *id);
 
+/* The policy was reloaded: every waiting request is judged again (refused,
+ * answered when its agent is now in allow mode, or left waiting), and Watch
+ * streams of callers that may no longer use the manager interface end. */
+void consent_policy_changed(Manager *m);
+
 /* A credential was removed: its grants and waiting requests end. */
 void consent_forget_credential(Manager *m, const char *credential);
 /* Fails every waiting request (at stop). */

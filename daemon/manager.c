@@ -158,6 +158,7 @@ int manager_load_policy(Manager *m, char **ret_error) {
         policy_free(m->policy);
         m->policy = p;
         log_info("Policy: %zu agents from %s", policy_n_agents(p), m->policy_dir);
+        consent_policy_changed(m);
         return 0;
 }
 
@@ -190,7 +191,7 @@ int manager_save_state(Manager *m) {
         return 0;
 }
 
-static int manager_load_instance(Manager *m) {
+int manager_load_instance(Manager *m) {
         _cleanup_free_ char *path = NULL, *text = NULL;
         int r;
 
