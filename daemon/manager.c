@@ -191,7 +191,7 @@ int manager_save_state(Manager *m) {
         return 0;
 }
 
-int manager_load_instance(Manager *m) {
+static int manager_load_instance(Manager *m) {
         _cleanup_free_ char *path = NULL, *text = NULL;
         int r;
 

@@ -1,27 +1,39 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""tokend under a real `systemd --user` (issue 5, acceptance 1, 3, 4 and restart of 2).
+"""tokend under a real `systemd --user` (issue 5, acceptance 1, 2, 3 and 4).
 
 As root: builds and installs tokend into a private prefix (meson install --destdir,
 then the prefix tree is put in place, so the installed unit file is used unchanged),
 creates a test user (only if absent), its runtime directory and a cgroup it owns,
 starts `systemd --user` for it, installs the units into ~/.config/systemd/user and:
   1. `tokenctl list` starts tokend.service through tokend.socket; the service is
-     active with a StatusText about credentials;
+     active with a StatusText about credentials; NoNewPrivileges, seccomp, no
+     effective capabilities;
   2. a credential added against a loopback OAuth server gives a token (the kernel
      keyring works under the hardened unit: the key is in the user's persistent
-     keyring); `systemctl --user restart tokend.service` keeps it;
-  2b. the policy under the unit: a file in ~/.config/tokend/policy.d naming a Python client
+     keyring); `systemctl --user restart tokend.service` keeps it: the next token
+     comes from the kept refresh token;
+  2b. (run last) the policy under the unit: a file in ~/.config/tokend/policy.d naming a Python client
      of the user as an agent (Exe=, Uid=, Mode=allow, Scopes=read) is read on
      `systemctl --user reload tokend.service` (ExecReload: SIGHUP); the hardened daemon then
      tells that agent from tokenctl (WhoAmI, reading /proc of the caller), gives it a "read"
      token, refuses it ["write"] and the manager interface, and still serves tokenctl.
+     Reloaded twice more: each reload succeeds (no 226/NAMESPACE);
+  2c. stop while a refresh is in flight keeps the rotated token: the OAuth server is
+     frozen (SIGSTOP) while tokend's refresh request sits in its socket; `systemctl --user
+     stop tokend.service` then waits (deactivating) until the server is let go (SIGCONT)
+     and the refresh completes; the service stops cleanly; started again, the credential
+     refreshes with the rotated refresh token: no invalid_grant, no reuse detected;
   3. with a drop-in (TOKEND_TEST_FAULTS=1, WatchdogSec=3s), SIGUSR2 hangs the event
      loop: the watchdog kills the daemon and systemd restarts it; the credential works.
   4. the started unit file is the one configured from units/tokend.service.in; its
      exposure score is printed (the gate itself is the 'unit-security' test).
 Everything it created is removed at the end (processes by PID). Exit 77 when not root
 or when the machine lacks what is needed.
+
+Machine facts (of a container that was not booted with systemd, not of the unit), arranged
+here and undone afterwards: /run/systemd/system must exist (sd_booted()) and the user needs
+a cgroup of its own (RECIPES.md, "A real systemd user manager").
 """
 
 import atexit
@@ -220,15 +232,17 @@ def ensure_user():
     return TestUser(USER), created
 
 
-def ensure_dir_recorded(path, label, mode=0o755, owner=None):
-    """mkdir path if absent; registers its removal only if we made it."""
+def ensure_dir_recorded(path, label, mode=0o755, owner=None, empty=False):
+    """mkdir path if absent; registers its removal only if we made it (with empty: rmdir only,
+    never a recursive removal, for directories something may mount on)."""
     if os.path.isdir(path):
         return False
     os.makedirs(path, mode)
     if owner:
         os.chown(path, *owner)
-        os.chmod(path, mode)
-    on_cleanup(f"remove {label} {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+    os.chmod(path, mode)
+    on_cleanup(f"remove {label} {path}",
+               (lambda: os.rmdir(path)) if empty else (lambda: shutil.rmtree(path, ignore_errors=True)))
     log(f"created {path}")
     return True
 
@@ -491,8 +505,8 @@ def run_checks(u, harness, manager_pid, tokenctl_bin, unitdir, state_dir, instan
     check(srv.refresh_count() > refreshes or tok2 == tok1,
           "after restart the token came from the refresh token kept in the keyring (no new login)")
 
-    # 2b. The policy, read by the daemon under the unit, reloaded through ExecReload.
-    policy_checks(u, tokenctl_bin, sock)
+    # 2c. Stop while a refresh is in flight keeps the rotated token.
+    stop_during_refresh(u, srv, tokenctl_bin, token)
 
     # 3. Watchdog: a hung event loop is killed and the service restarted.
     dropin = os.path.join(unitdir, "tokend.service.d")
@@ -528,9 +542,13 @@ def run_checks(u, harness, manager_pid, tokenctl_bin, unitdir, state_dir, instan
     log(f"restarted: main PID {s['MainPID']}, NRestarts {s['NRestarts']}")
     token()
 
-    # Back to the shipped unit for the rest of the teardown.
+    # Back to the shipped unit.
     shutil.rmtree(dropin)
-    u.systemctl("daemon-reload")
+    u.systemctl("daemon-reload", check_rc=True)
+    u.systemctl("restart", "tokend.service", check_rc=True, timeout=60)
+
+    # 2b, last: the policy, read by the daemon under the unit, reloaded through ExecReload.
+    policy_checks(u, tokenctl_bin, sock)
 
 
 def policy_checks(u, tokenctl_bin, sock):
@@ -555,6 +573,9 @@ def policy_checks(u, tokenctl_bin, sock):
         return res["reply"]
 
     w = call("io.tokend.agent.WhoAmI")["parameters"]
+    # Exe= needs /proc/PID/exe of the caller, which the kernel shows only to a reader in the
+    # caller's user namespace: this is why the unit has no PrivateUsers=yes.
+    check(w.get("exe") == python, f"the daemon reads the caller's executable ({python}) from /proc/PID/exe", w)
     check(w["uid"] == u.uid and w.get("exe") == python and "name" not in w.get("policy", {"name": "?"}),
           "before the policy: the user's Python client is an unknown caller, as the daemon reads it", w)
     policy_dir = os.path.join(u.home, ".config", "tokend", "policy.d")
@@ -580,6 +601,92 @@ def policy_checks(u, tokenctl_bin, sock):
     check(r.returncode == 0 and json.loads(r.stdout).get("manager") is True,
           "tokenctl (no agent) still may use the manager interface", r.stdout)
     check(u.run([tokenctl_bin, "list"]).returncode == 0, "tokenctl list still works")
+    # Reloads keep working.
+    pid = u.show("tokend.service", "MainPID")["MainPID"]
+    for i in (2, 3):
+        r = u.systemctl("reload", "tokend.service", timeout=60)
+        s = u.show("tokend.service", "ActiveState", "MainPID")
+        check(r.returncode == 0 and s["ActiveState"] == "active" and s["MainPID"] == pid,
+              f"reload #{i} succeeds, same daemon", (r.stderr, s))
+    check(call("io.tokend.agent.WhoAmI")["parameters"].get("policy", {}).get("name") == "systest-python",
+          "the policy is still in force after the reloads")
+
+
+def tcp_server_side_backlog(port):
+    """Bytes received and not yet read on 127.0.0.1:port's connections (ESTABLISHED only)."""
+    total = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if state == "01" and int(local.split(":")[1], 16) == port:
+                total += int(queues.split(":")[1], 16)
+    return total
+
+
+def stop_during_refresh(u, srv, tokenctl_bin, token):
+    """2c: `systemctl --user stop` while tokend waits for a refresh answer; the rotated refresh
+    token is saved before the daemon exits, so the next start refreshes without invalid_grant.
+    The server holds the refresh: it is stopped (SIGSTOP) while tokend's request is in its socket."""
+    def stats():
+        st = srv.stats()
+        return st["grants"]["refresh_token"], st["refresh_errors"].get("invalid_grant", 0), st["reuse_detected"]
+
+    refreshes, invalid0, reuse0 = stats()
+    log(f"freezing the OAuth server (PID {srv.proc.pid}) so that the next refresh is held")
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    frozen = [True]
+
+    def thaw():
+        if frozen[0]:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+            frozen[0] = False
+    on_cleanup("let the OAuth server go on", thaw)
+
+    # A scope set the daemon has no token for: it must refresh (the rotating grant).
+    getter = subprocess.Popen([tokenctl_bin, "token", CRED, "--scope", "write"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=u.env(), preexec_fn=u.demote())
+    wait_until(lambda: tcp_server_side_backlog(srv.port) > 0, 15,
+               "tokend's refresh request to sit unread in the frozen server's socket")
+    check(True, "a refresh is in flight (its request waits in the server's socket)")
+
+    t0 = time.monotonic()
+    stopper = subprocess.Popen(["systemctl", "--user", "stop", "tokend.service"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=u.env(), preexec_fn=u.demote())
+    wait_until(lambda: u.show("tokend.service", "ActiveState")["ActiveState"] == "deactivating", 10,
+               "tokend.service to be deactivating")
+    time.sleep(3)
+    s = u.show("tokend.service", "ActiveState", "StatusText")
+    check(stopper.poll() is None and s["ActiveState"] == "deactivating",
+          "3 s later the stop still waits for the refresh in flight", s)
+    thaw()
+    log("OAuth server let go")
+    out, err = stopper.communicate(timeout=45)
+    took = time.monotonic() - t0
+    check(stopper.returncode == 0, f"systemctl --user stop returns 0 after {took:.1f}s", err)
+    s = u.show("tokend.service", "ActiveState", "Result", "ExecMainStatus")
+    check(s["ActiveState"] == "inactive" and s["Result"] == "success" and s["ExecMainStatus"] == "0",
+          "the daemon exited cleanly after finishing the refresh", s)
+    gout, gerr = getter.communicate(timeout=30)
+    log(f"the GetToken in flight got: {'a token' if getter.returncode == 0 else gerr.strip()[:200]}")
+    if getter.returncode == 0:
+        check(srv.introspect(gout.strip().splitlines()[0]).get("active") is True,
+              "the token handed out during the stop is active")
+    n, invalid, reuse = stats()
+    check(n == refreshes + 1, f"exactly one refresh for the call in flight ({n - refreshes})")
+
+    r = u.systemctl("start", "tokend.service", timeout=60)
+    check(r.returncode == 0, "systemctl --user start tokend.service succeeds", r.stderr)
+    lst = {c.get("name"): c for c in json.loads(u.run([tokenctl_bin, "--json", "list"]).stdout or "[]")}
+    check(lst.get(CRED, {}).get("state") == "ok", f"after the start {CRED} is in state ok", lst.get(CRED))
+    token()  # nothing cached after the start: a refresh with the refresh token saved during the stop
+    n2, invalid, reuse = stats()
+    check(n2 == n + 1 and invalid == invalid0 and reuse == reuse0,
+          "after the start the credential refreshed with the rotated refresh token: no invalid_grant, no reuse",
+          (n2 - n, invalid - invalid0, reuse - reuse0))
+    lst = {c.get("name"): c for c in json.loads(u.run([tokenctl_bin, "--json", "list"]).stdout or "[]")}
+    check(lst.get(CRED, {}).get("state") == "ok" and not lst[CRED].get("last_error"),
+          f"{CRED} is still ok, no last error", lst.get(CRED))
 
 
 if __name__ == "__main__":
