@@ -248,6 +248,10 @@ int tokenctl_report_error(const char *method, const char *error, json_object *p,
                         " and\n'tokenctl grants revoke ID'.\n");
                 return EXIT_REFUSED;
         }
+        if (streq(member, "TooManyWatchers")) {
+                fprintf(stderr, "tokenctl: too many 'tokenctl watch' streams are open (at most 16); close one first.\n");
+                return EXIT_REFUSED;
+        }
         if (streq(member, "PolicyInvalid")) {
                 fprintf(stderr, "tokenctl: the policy has an error, so the policy in force was kept:\n");
                 tokenctl_print_escaped(stderr, "  ", strna(json_str(p, "reason")));

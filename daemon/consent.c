@@ -863,6 +863,11 @@ static void watcher_on_cancel(VarlinkCall *call, void *userdata) {
 int consent_watch(Manager *m, VarlinkCall *call) {
         if (!(varlink_call_flags(call) & VARLINK_CALL_MORE))
                 return varlink_call_error(call, VARLINK_ERROR_EXPECTED_MORE, NULL);
+        unsigned n = 0;
+        for (ConsentWatcher *w = m->watchers; w; w = w->next)
+                n++;
+        if (n >= CONSENT_WATCHERS_MAX)
+                return varlink_call_error(call, "io.tokend.manager.TooManyWatchers", NULL);
         ConsentWatcher *w = calloc(1, sizeof *w);
         if (!w)
                 return -ENOMEM;

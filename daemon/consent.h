@@ -23,6 +23,7 @@ typedef struct Manager Manager;
 #define CONSENT_REQUESTS_MAX 64U          /* waiting requests, in all */
 #define CONSENT_REQUESTS_PER_AGENT_MAX 8U /* per agent, or per uid for unknown callers */
 #define CONSENT_ID_MAX 64U
+#define CONSENT_WATCHERS_MAX 16U /* each may hold up to the connection's output cap unread */
 #define CONSENT_TIMEOUT_DEFAULT_USEC (120 * USEC_PER_SEC)
 
 /* Loads the saved grants (expired ones are dropped). A missing file is no
