@@ -84,6 +84,7 @@ struct ConsentRequest {
         char *key; /* what the per-agent cap counts */
         char *credential;
         ScopeSet scopes; /* what it may get (after the policy); empty: all the credential holds */
+        bool asked_all;  /* it named no scopes: all its policy allows, judged again on a reload */
         char *resource;
         int64_t min_ttl;
         uint64_t created, deadline; /* realtime usec */
@@ -606,7 +607,8 @@ static unsigned requests_of(Manager *m, const char *key) {
 }
 
 static int request_queue(Manager *m, VarlinkCall *call, const PeerIdentity *id, const char *agent,
-                         const char *credential, ScopeSet *scopes, const char *resource, int64_t min_ttl) {
+                         const char *credential, ScopeSet *scopes, bool asked_all, const char *resource,
+                         int64_t min_ttl) {
         _cleanup_free_ char *key = NULL;
         int r;
 
@@ -633,6 +635,7 @@ static int request_queue(Manager *m, VarlinkCall *call, const PeerIdentity *id, 
         q->identity = id;
         q->scopes = *scopes;
         *scopes = (ScopeSet) {};
+        q->asked_all = asked_all;
         q->min_ttl = min_ttl;
         q->key = TAKE_PTR(key);
         q->created = now_realtime_usec();
@@ -751,7 +754,7 @@ int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, Sco
         Grant *g = grant_find_covering(m, id, agent, credential, &effective, resource);
         if (g)
                 return issue_under_grant(m, call, c, g, &effective, resource, min_ttl);
-        return request_queue(m, call, id, agent, credential, &effective, resource, min_ttl);
+        return request_queue(m, call, id, agent, credential, &effective, requested.n == 0, resource, min_ttl);
 }
 
 /* Judges a waiting request again under the policy in force (after a reload,
@@ -771,7 +774,8 @@ static int request_rejudge(Manager *m, ConsentRequest *q) {
                 return 0;
         }
         Credential *c = manager_find_credential(m, q->credential);
-        int r = policy_decide(a, q->credential, &q->scopes, c, q->resource, q->min_ttl, &effective, &error, &params);
+        int r = policy_decide(a, q->credential, q->asked_all ? NULL : &q->scopes, c, q->resource, q->min_ttl,
+                              &effective, &error, &params);
         if (r == -EPERM) {
                 Manager *mm = q->manager;
                 VarlinkCall *call = TAKE_PTR(q->call);
