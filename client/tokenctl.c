@@ -582,7 +582,7 @@ static int verb_list(int argc, char *argv[]) {
         if (r != EXIT_OK)
                 return r;
         json_object *a = NULL;
-        json_object_object_get_ex(reply, "credentials", &a);
+        a = json_array(reply, "credentials");
         if (arg_json) {
                 printf("%s\n", json_object_to_json_string_ext(a, JSON_C_TO_STRING_PRETTY));
                 return EXIT_OK;
@@ -605,9 +605,9 @@ static int verb_list(int argc, char *argv[]) {
         }
         printf("%-20s %-16s %-36s %-30s %s\n", "NAME", "STATE", "ISSUER", "SCOPES", "CACHED");
         for (size_t i = 0; i < n; i++) {
-                json_object *c = json_object_array_get_idx(a, i), *s = NULL, *cached = NULL;
-                json_object_object_get_ex(c, "scopes", &s);
-                json_object_object_get_ex(c, "cached", &cached);
+                /* What tokend sent is checked like any input: a wrong type is no data. */
+                json_object *c = json_object_array_get_idx(a, i), *s = json_array(c, "scopes"),
+                            *cached = json_array(c, "cached");
                 char scopes[256] = "";
                 for (size_t j = 0; s && j < json_object_array_length(s); j++) {
                         size_t l = strlen(scopes);
@@ -618,9 +618,8 @@ static int verb_list(int argc, char *argv[]) {
                 printf("%-20s %-16s %-36s %-30s %zu\n", strna(json_str(c, "name")), strna(json_str(c, "state")),
                        strna(json_str(c, "issuer") ?: json_str(c, "token_endpoint")), scopes, nc);
                 for (size_t j = 0; j < nc; j++) {
-                        json_object *e = json_object_array_get_idx(cached, j), *es = NULL;
+                        json_object *e = json_object_array_get_idx(cached, j), *es = json_array(e, "scopes");
                         char exp[64], ref[64] = "-";
-                        json_object_object_get_ex(e, "scopes", &es);
                         format_time(json_int(e, "expires_at", 0), exp, sizeof exp);
                         if (json_int(e, "refresh_at", -1) >= 0)
                                 format_time(json_int(e, "refresh_at", 0), ref, sizeof ref);
@@ -674,12 +673,11 @@ static int verb_status(int argc, char *argv[]) {
         if (error)
                 return tokenctl_report_error("io.tokend.manager.ListCredentials", error, list, NULL);
 
-        json_object *creds = NULL;
-        json_object_object_get_ex(list, "credentials", &creds);
+        json_object *creds = json_array(list, "credentials");
         size_t n = creds ? json_object_array_length(creds) : 0, cached = 0, trouble = 0;
         for (size_t i = 0; i < n; i++) {
-                json_object *c = json_object_array_get_idx(creds, i), *e = NULL;
-                if (json_object_object_get_ex(c, "cached", &e))
+                json_object *c = json_object_array_get_idx(creds, i), *e = json_array(c, "cached");
+                if (e)
                         cached += json_object_array_length(e);
                 trouble += !streq(strempty(json_str(c, "state")), "ok");
         }
