@@ -130,6 +130,15 @@ typedef struct KeyList {
         size_t n;
 } KeyList;
 
+/* Line number of byte offset `at`, for JSON syntax errors. */
+static unsigned line_of(const char *text, size_t len, size_t at) {
+        unsigned line = 1;
+        for (size_t i = 0; i < at && i < len; i++)
+                if (text[i] == '\n')
+                        line++;
+        return line;
+}
+
 static int scan_duplicates(const char *path, const char *text, size_t len, char **ret_error) {
         KeyList root = {}, inner = {};
         char parent[PROVIDER_MEMBERS_MAX + 8] = "", b1[72], b2[72];
@@ -153,6 +162,12 @@ static int scan_duplicates(const char *path, const char *text, size_t len, char 
                 } else if (c == ',') {
                         if (depth > 0 && is_object[depth])
                                 expect_key[depth] = true;
+                } else if (c == '\'') {
+                        /* json-c accepts 'strings' even in strict mode; JSON does not,
+                         * and a member hidden that way would escape the duplicate check. */
+                        return fail(ret_error, -EINVAL, path, NULL,
+                                    "line %u: invalid JSON: single-quoted strings are not JSON",
+                                    line_of(text, len, i));
                 } else if (c == '"') {
                         size_t start = ++i;
                         bool escaped = false;
@@ -692,14 +707,6 @@ ProviderPreset *provider_preset_free(ProviderPreset *p) {
         return mfree(p);
 }
 
-/* Line number of byte offset `at`, for JSON syntax errors. */
-static unsigned line_of(const char *text, size_t len, size_t at) {
-        unsigned line = 1;
-        for (size_t i = 0; i < at && i < len; i++)
-                if (text[i] == '\n')
-                        line++;
-        return line;
-}
 
 int provider_preset_parse(const char *path, const char *text, size_t len, bool allow_insecure_loopback,
                           ProviderPreset **ret, char **ret_error) {
