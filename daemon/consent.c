@@ -512,17 +512,33 @@ static json_object *request_to_json(const ConsentRequest *q) {
         return o;
 }
 
+/* One reply of a Watch stream. NULL when out of memory. */
+static json_object *watch_event_json(const char *event, const ConsentRequest *q, const char *grant) {
+        json_object *p = json_object_new_object();
+        if (!p)
+                return NULL;
+        json_object_object_add(p, "event", json_object_new_string(event));
+        json_object_object_add(p, "request", request_to_json(q));
+        if (grant)
+                json_object_object_add(p, "grant", json_object_new_string(grant));
+        return p;
+}
+
 static void watchers_notify(Manager *m, const char *event, const ConsentRequest *q, const char *grant) {
         for (ConsentWatcher *w = m->watchers; w; w = w->next) {
-                json_object *p = json_object_new_object();
+                json_object *p = watch_event_json(event, q, grant);
                 if (!p)
                         return;
-                json_object_object_add(p, "event", json_object_new_string(event));
-                json_object_object_add(p, "request", request_to_json(q));
-                if (grant)
-                        json_object_object_add(p, "grant", json_object_new_string(grant));
                 (void) varlink_call_reply_more(w->call, p);
         }
+}
+
+/* The oldest waiting request (the list is newest first): walk it with ->prev. */
+static ConsentRequest *requests_oldest(Manager *m) {
+        ConsentRequest *q = m->requests;
+        while (q && q->next)
+                q = q->next;
+        return q;
 }
 
 /* Unlinks and frees q; its call must have been answered or handed on. */
@@ -539,6 +555,21 @@ static void request_free(ConsentRequest *q) {
         scope_set_done(&q->scopes);
         free(q->resource);
         free(q);
+}
+
+/* Takes the waiting call out of q to answer it elsewhere, with what it asked
+ * for (*ret_scopes and *ret_resource, owned; the latter NULL when none), and
+ * frees q. */
+static VarlinkCall *request_take(ConsentRequest *q, ScopeSet *ret_scopes, int64_t *ret_min_ttl,
+                                 char **ret_resource) {
+        VarlinkCall *call = TAKE_PTR(q->call);
+        varlink_call_set_cancel(call, NULL, NULL);
+        *ret_scopes = q->scopes;
+        q->scopes = (ScopeSet) {};
+        *ret_min_ttl = q->min_ttl;
+        *ret_resource = TAKE_PTR(q->resource);
+        request_free(q);
+        return call;
 }
 
 /* Ends q with an agent error, on the record. */
@@ -792,13 +823,10 @@ static int request_rejudge(Manager *m, ConsentRequest *q) {
         effective = (ScopeSet) {};
         if (c && policy_agent_mode(a) == POLICY_ALLOW) {
                 watchers_notify(m, "approved", q, NULL);
-                VarlinkCall *call = TAKE_PTR(q->call);
-                varlink_call_set_cancel(call, NULL, NULL);
-                ScopeSet sc = q->scopes;
-                q->scopes = (ScopeSet) {};
-                int64_t min_ttl = q->min_ttl;
-                _cleanup_free_ char *res = q->resource ? strdup(q->resource) : NULL;
-                request_free(q);
+                ScopeSet sc;
+                int64_t min_ttl;
+                _cleanup_free_ char *res = NULL;
+                VarlinkCall *call = request_take(q, &sc, &min_ttl, &res);
                 (void) engine_get_token(c, call, &sc, res, min_ttl, policy_agent_max_lifetime_usec(a));
                 return 0;
         }
@@ -839,11 +867,7 @@ int consent_list_pending(Manager *m, VarlinkCall *call) {
         json_object *arr = json_object_new_array();
         if (!arr)
                 return -ENOMEM;
-        /* Oldest first: the list is newest first. */
-        ConsentRequest *last = m->requests;
-        while (last && last->next)
-                last = last->next;
-        for (ConsentRequest *q = last; q; q = q->prev)
+        for (ConsentRequest *q = requests_oldest(m); q; q = q->prev)
                 if (json_object_array_add(arr, request_to_json(q)) < 0) {
                         json_object_put(arr);
                         return -ENOMEM;
@@ -877,17 +901,12 @@ int consent_watch(Manager *m, VarlinkCall *call) {
                 return -ENOMEM;
         w->manager = m;
         w->call = call;
-        ConsentRequest *last = m->requests;
-        while (last && last->next)
-                last = last->next;
-        for (ConsentRequest *q = last; q; q = q->prev) {
-                json_object *p = json_object_new_object();
+        for (ConsentRequest *q = requests_oldest(m); q; q = q->prev) {
+                json_object *p = watch_event_json("pending", q, NULL);
                 if (!p) {
                         free(w);
                         return -ENOMEM;
                 }
-                json_object_object_add(p, "event", json_object_new_string("pending"));
-                json_object_object_add(p, "request", request_to_json(q));
                 (void) varlink_call_reply_more(call, p);
         }
         LIST_PREPEND(m->watchers, w);
@@ -1022,18 +1041,13 @@ int consent_approve(Manager *m, VarlinkCall *call, const char *id, int64_t durat
         /* Answer the request, then every other waiting request the grant
          * covers (a single-use grant is spent by the first). */
         watchers_notify(m, "approved", q, grant_id);
-        VarlinkCall *qc = TAKE_PTR(q->call);
-        varlink_call_set_cancel(qc, NULL, NULL);
-        int64_t min_ttl = q->min_ttl;
-        _cleanup_free_ char *resource = q->resource ? strdup(q->resource) : NULL;
         const PeerIdentity *qid = q->identity;
-        _cleanup_free_ char *qagent = q->agent ? strdup(q->agent) : NULL, *qcred = strdup(q->credential),
-                            *qrid = strdup(q->id);
-        request_free(q);
-        if (!qcred || !qrid || (linked->resource && !resource) || (linked->agent && !qagent)) {
-                json_object_put(reply);
-                return -ENOMEM;
-        }
+        _cleanup_free_ char *qagent = TAKE_PTR(q->agent), *qcred = TAKE_PTR(q->credential),
+                            *qrid = TAKE_PTR(q->id), *resource = NULL;
+        ScopeSet asked;
+        int64_t min_ttl;
+        VarlinkCall *qc = request_take(q, &asked, &min_ttl, &resource);
+        scope_set_done(&asked); /* it gets `result`, worked out above */
         if (result.n == 0 && !(linked->all_scopes)) {
                 (void) refuse(m, qc, qid, qcred, &result, resource, grant_id, ERR_CONSENT_DENIED,
                               consent_error_params(qcred, qagent, qrid, NULL));
@@ -1052,14 +1066,11 @@ int consent_approve(Manager *m, VarlinkCall *call, const char *id, int64_t durat
                 if (!grant_covers(cov, o->identity, o->agent, o->credential, &o->scopes, o->resource))
                         continue;
                 watchers_notify(m, "approved", o, grant_id);
-                VarlinkCall *oc = TAKE_PTR(o->call);
-                varlink_call_set_cancel(oc, NULL, NULL);
-                ScopeSet s = o->scopes;
-                o->scopes = (ScopeSet) {};
-                int64_t ttl = o->min_ttl;
-                _cleanup_free_ char *ores = o->resource ? strdup(o->resource) : NULL;
                 Credential *oc_cred = manager_find_credential(m, o->credential);
-                request_free(o);
+                ScopeSet s;
+                int64_t ttl;
+                _cleanup_free_ char *ores = NULL;
+                VarlinkCall *oc = request_take(o, &s, &ttl, &ores);
                 next = m->requests; /* the list may have changed under the engine */
                 if (oc_cred)
                         (void) issue_under_grant(m, oc, oc_cred, cov, &s, ores, ttl);
