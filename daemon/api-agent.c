@@ -65,6 +65,28 @@ static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCa
         return consent_get_token(userdata, call, t.credential, &t.scopes, t.resource, t.min_ttl);
 }
 
+/* Like GetToken; the engine keeps the call as a subscriber once it has its
+ * first token (engine.c). Needs "more" (checked by the Varlink server). */
+static int agent_subscribe(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        Manager *m = userdata;
+        TokenRequest t;
+
+        if (flags & VARLINK_CALL_ONEWAY)
+                /* A stream nobody reads: answered (the answer is dropped), not kept. */
+                return varlink_call_error_invalid_parameter(call, "oneway");
+        int r = api_parse_get_token(call, parameters, &t);
+        if (r <= 0)
+                return r;
+        if (m->n_subscriptions >= SUBSCRIPTIONS_MAX) {
+                scope_set_done(&t.scopes);
+                json_object *p = json_object_new_object();
+                if (p)
+                        json_object_object_add(p, "max", json_object_new_int64(SUBSCRIPTIONS_MAX));
+                return varlink_call_error(call, "io.tokend.agent.TooManySubscriptions", p);
+        }
+        return consent_get_token(m, call, t.credential, &t.scopes, t.resource, t.min_ttl);
+}
+
 static int agent_who_am_i(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
         static const VarlinkField fields[] = { {} };
         const char *bad = NULL;
@@ -95,6 +117,7 @@ static int agent_who_am_i(VarlinkCall *call, json_object *parameters, VarlinkCal
 
 static const VarlinkMethod agent_methods[] = {
         { "GetToken", agent_get_token, 0 },
+        { "Subscribe", agent_subscribe, VARLINK_METHOD_REQUIRES_MORE },
         { "WhoAmI", agent_who_am_i, 0 },
         {},
 };

@@ -32,6 +32,7 @@
 #define ERR_CONSENT_DENIED "io.tokend.agent.ConsentDenied"
 #define ERR_CALLER_GONE "io.tokend.agent.CallerGone"
 #define ERR_LIFETIME "io.tokend.agent.LifetimeTooShort"
+#define ERR_CONSENT_ENDED "io.tokend.agent.ConsentEnded"
 
 typedef enum GrantKind {
         GRANT_TIME,
@@ -244,6 +245,10 @@ static void grant_free(Grant *g) {
 /* Ends a grant, on the record (why: "revoked", "expired", "process-exited",
  * "credential-removed", "unused"), without saving the list. */
 static void grant_end_nosave(Grant *g, const char *why) {
+        /* Its Subscribe streams end with it; those of a removed credential
+         * end with NoSuchCredential when it is freed, right after. */
+        if (!streq(why, "credential-removed"))
+                engine_subscriptions_grant_ended(g->manager, g->id, g->agent, why);
         audit_log(g->manager, &(AuditRecord) { .event = AUDIT_GRANT, .credential = g->credential,
                                                .scopes = &g->scopes, .resource = g->resource, .grant = g->id,
                                                .reason = why, .agent_name = g->agent });
@@ -788,6 +793,51 @@ int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, Sco
         return request_queue(m, call, id, agent, credential, &effective, requested.n == 0, resource, min_ttl);
 }
 
+int consent_check_stream(Manager *m, VarlinkCall *call, Credential *c, const ScopeSet *scopes, const char *resource,
+                         int64_t min_ttl, const char **ret_error, json_object **ret_params) {
+        _cleanup_(scope_set_done) ScopeSet effective = {};
+        const PeerIdentity *id = audit_call_agent(call);
+
+        if (!id || peer_exited(id)) {
+                *ret_error = ERR_CALLER_GONE;
+                *ret_params = NULL;
+                return -EPERM;
+        }
+        const PolicyAgent *a = policy_match(m->policy, id);
+        const char *agent = policy_agent_name(a);
+        if (id->uid != m->owner_uid && !a) {
+                *ret_error = VARLINK_ERROR_PERMISSION_DENIED;
+                *ret_params = NULL;
+                return -EPERM;
+        }
+        int r = policy_decide(a, c->name, scopes->n > 0 ? scopes : NULL, c, resource, min_ttl, &effective, ret_error,
+                              ret_params);
+        if (r < 0)
+                return r;
+        if (policy_agent_mode(a) == POLICY_ALLOW)
+                return 0;
+
+        const char *tag = varlink_call_get_tag(call);
+        Grant *g = tag ? grant_find(m, tag) : NULL;
+        if (g && grant_covers(g, id, agent, c->name, scopes, resource))
+                return 0;
+        /* A grant that ended otherwise ended its streams then: one gone now
+         * was single-use. Without one, the agent was in allow mode before a
+         * reload. */
+        *ret_error = ERR_CONSENT_ENDED;
+        *ret_params = json_object_new_object();
+        if (*ret_params) {
+                json_object_object_add(*ret_params, "credential", json_object_new_string(c->name));
+                if (agent)
+                        json_object_object_add(*ret_params, "agent", json_object_new_string(agent));
+                if (tag)
+                        json_object_object_add(*ret_params, "grant", json_object_new_string(tag));
+                json_object_object_add(*ret_params, "reason",
+                                       json_object_new_string(tag && !g ? "used" : "policy-changed"));
+        }
+        return -EPERM;
+}
+
 /* Judges a waiting request again under the policy in force (after a reload,
  * and before an approval answers it). 1: still waits (its scopes updated to
  * what it may get now); 0: it was answered (refused, or given a token when
@@ -848,6 +898,7 @@ static void watchers_recheck(Manager *m) {
 
 void consent_policy_changed(Manager *m) {
         watchers_recheck(m);
+        engine_subscriptions_recheck(m);
         /* Each pass ends at the first request answered (the list changed
          * under us) and starts over; requests that keep waiting are judged
          * again, which changes nothing. At most CONSENT_REQUESTS_MAX passes. */

@@ -48,6 +48,8 @@ struct Credential {
         sd_event_source *retry_timer;
         uint64_t retry_at; /* CLOCK_BOOTTIME usec, 0 when no retry is scheduled */
         unsigned failures;
+        uint64_t refresh_started; /* CLOCK_BOOTTIME usec of the refresh in flight */
+        uint64_t refresh_latency; /* usec the last successful refresh took */
         bool store_dirty; /* the in-memory refresh token is newer than the store's */
 
         /* Secrets not loaded yet: their store was locked or unavailable at

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "consent.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -24,8 +25,18 @@
 #define ERR_SCOPE "io.tokend.agent.ScopeNotAllowed"
 #define ERR_LIFETIME "io.tokend.agent.LifetimeTooShort"
 #define ERR_STORE "io.tokend.agent.StoreUnavailable"
+#define ERR_CONSENT_ENDED "io.tokend.agent.ConsentEnded"
+#define ERR_TOO_MANY_SUBSCRIPTIONS "io.tokend.agent.TooManySubscriptions"
+
+/* A subscriber's renewal is asked for this long, plus the provider's last
+ * refresh latency, before its token falls under its min_ttl. */
+#define SUBSCRIBE_LEAD_USEC (2 * USEC_PER_SEC)
+#define SUBSCRIBE_LATENCY_MAX_USEC (30 * USEC_PER_SEC)
+/* Never wake a subscriber's timer sooner than this after a delivery. */
+#define SUBSCRIBE_MIN_PERIOD_USEC (1 * USEC_PER_SEC)
 
 typedef struct Waiter Waiter;
+typedef struct Subscriber Subscriber;
 
 struct TokenEntry {
         Credential *cred;
@@ -48,6 +59,10 @@ struct TokenEntry {
         uint64_t queue_seq;
         Waiter *waiters;
         unsigned n_waiters;
+        Subscriber *subscribers;
+        unsigned n_subscribers;
+        uint64_t generation; /* counts the tokens installed */
+        const char *fail_error; /* the error of the last failed refresh, for subscribers */
 };
 
 struct Waiter {
@@ -57,6 +72,21 @@ struct Waiter {
         int64_t min_ttl;
         uint64_t max_lifetime; /* usec; 0: none */
         sd_event_source *timeout;
+};
+
+/* A Subscribe stream that received its first token: it gets every token
+ * the entry is given, and asks for a renewal itself when its token would
+ * otherwise fall under its min_ttl. */
+struct Subscriber {
+        TokenEntry *entry;
+        Subscriber *prev, *next;
+        VarlinkCall *call;
+        int64_t min_ttl;       /* < 0: a tenth of the lifetime */
+        uint64_t max_lifetime; /* usec; 0: none */
+        uint64_t told_expires; /* boottime usec: the expiry it was told last */
+        uint64_t generation;   /* of the token delivered last */
+        bool renewal_asked;    /* the timer is at the min_ttl point, not the renewal point */
+        sd_event_source *timer;
 };
 
 static uint64_t now_boot(void) {
@@ -74,6 +104,7 @@ static int64_t boot_to_epoch_sec(uint64_t boot) {
 
 static void cred_kick(Credential *c);
 static void entry_schedule(TokenEntry *e);
+static void entry_end_subscribers(TokenEntry *e, const char *error, const char *reason);
 
 /* ---- audit: one record per decision ---- */
 
@@ -133,27 +164,30 @@ static void waiter_fail(Waiter *w, const char *error, json_object *params) {
         (void) engine_deny(e->cred, call, &e->scopes, e->resource, error, params);
 }
 
+/* The parameters of an agent error about the entry's token. */
+static json_object *entry_error_parameters(TokenEntry *e, const char *error, const char *reason) {
+        json_object *p;
+        if (streq(error, ERR_SCOPE)) {
+                p = json_object_new_object();
+                if (p) {
+                        json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
+                        json_object_object_add(p, "scopes", scope_set_to_json(&e->scopes));
+                }
+        } else if (streq(error, ERR_LIFETIME)) {
+                p = json_object_new_object();
+                if (p) {
+                        json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
+                        json_object_object_add(p, "lifetime",
+                                               json_object_new_int64((int64_t) (e->lifetime / USEC_PER_SEC)));
+                }
+        } else
+                p = engine_error_parameters(e->cred->name, error, reason, cred_retry_after_sec(e->cred));
+        return p;
+}
+
 static void entry_fail_waiters(TokenEntry *e, const char *error, const char *reason) {
-        while (e->waiters) {
-                Waiter *w = e->waiters;
-                json_object *p;
-                if (streq(error, ERR_SCOPE)) {
-                        p = json_object_new_object();
-                        if (p) {
-                                json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
-                                json_object_object_add(p, "scopes", scope_set_to_json(&e->scopes));
-                        }
-                } else if (streq(error, ERR_LIFETIME)) {
-                        p = json_object_new_object();
-                        if (p) {
-                                json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
-                                json_object_object_add(p, "lifetime",
-                                                       json_object_new_int64((int64_t) (e->lifetime / USEC_PER_SEC)));
-                        }
-                } else
-                        p = engine_error_parameters(e->cred->name, error, reason, cred_retry_after_sec(e->cred));
-                waiter_fail(w, error, p);
-        }
+        while (e->waiters)
+                waiter_fail(e->waiters, error, entry_error_parameters(e, error, reason));
 }
 
 static uint64_t entry_need_usec(TokenEntry *e, int64_t min_ttl) {
@@ -171,10 +205,11 @@ static bool entry_satisfies(TokenEntry *e, int64_t min_ttl, uint64_t now) {
 /* max_lifetime (usec, 0: none): the agent's MaxLifetime=. The token cannot be
  * shortened at the provider; the agent is told it expires that soon, so that
  * it comes back, through policy and consent, no later than that. */
-static int entry_reply(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime) {
+static json_object *entry_token_parameters(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime,
+                                           uint64_t *ret_expires) {
         json_object *p = json_object_new_object();
         if (!p)
-                return -ENOMEM;
+                return NULL;
         uint64_t expires = e->expires;
         if (max_lifetime > 0 && now_boot() + max_lifetime < expires)
                 expires = now_boot() + max_lifetime;
@@ -184,6 +219,26 @@ static int entry_reply(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime) 
         json_object_object_add(p, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
         engine_audit(e->cred, AUDIT_ISSUE, call, e->granted.n > 0 ? &e->granted : &e->scopes, e->resource,
                      e->access_token, NULL);
+        if (ret_expires)
+                *ret_expires = expires;
+        return p;
+}
+
+static bool call_is_subscription(VarlinkCall *call) {
+        return (varlink_call_flags(call) & VARLINK_CALL_MORE) &&
+               streq(varlink_call_method(call), "io.tokend.agent.Subscribe");
+}
+
+static int subscriber_attach(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, uint64_t max_lifetime);
+
+/* Answers a token request from the entry: a GetToken call is completed, a
+ * Subscribe call becomes a subscriber of the entry. */
+static int entry_reply(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, uint64_t max_lifetime) {
+        if (call_is_subscription(call))
+                return subscriber_attach(e, call, min_ttl, max_lifetime);
+        json_object *p = entry_token_parameters(e, call, max_lifetime, NULL);
+        if (!p)
+                return -ENOMEM;
         return varlink_call_reply(call, p);
 }
 
@@ -202,6 +257,7 @@ static void entry_free(TokenEntry *e) {
         Credential *c = e->cred;
 
         entry_fail_waiters(e, ERR_UNAVAILABLE, "cache entry dropped");
+        entry_end_subscribers(e, ERR_UNAVAILABLE, "cache entry dropped");
         if (c->refreshing == e)
                 c->refreshing = NULL;
         entry_drop_token(e);
@@ -214,7 +270,7 @@ static void entry_free(TokenEntry *e) {
 }
 
 static bool entry_idle(TokenEntry *e) {
-        return !e->waiters && !e->queued && e->cred->refreshing != e;
+        return !e->waiters && !e->subscribers && !e->queued && e->cred->refreshing != e;
 }
 
 /* Frees an entry that holds nothing and nobody waits for. */
@@ -333,6 +389,7 @@ static int entry_set_token(TokenEntry *e, const TokenResponse *t) {
         e->access_token = at;
         e->token_type = type;
         e->granted = granted;
+        e->generation++;
 
         uint64_t now = now_boot();
         e->lifetime = (uint64_t) t->expires_in * USEC_PER_SEC;
@@ -346,6 +403,266 @@ static int entry_set_token(TokenEntry *e, const TokenResponse *t) {
         e->refresh_at = delay < e->lifetime ? now + delay : 0;
         entry_schedule(e);
         return 0;
+}
+
+/* ---- subscribers (io.tokend.agent.Subscribe) ---- */
+
+static void subscriber_free(Subscriber *s) {
+        TokenEntry *e = s->entry;
+        LIST_REMOVE(e->subscribers, s);
+        e->n_subscribers--;
+        e->cred->manager->n_subscriptions--;
+        sd_event_source_disable_unref(s->timer);
+        free(s);
+}
+
+/* Ends a stream with an error reply, on the record. Takes ownership of
+ * params. The entry may be left idle: the caller collects it. */
+static void subscriber_end(Subscriber *s, const char *error, json_object *params) {
+        VarlinkCall *call = s->call;
+        TokenEntry *e = s->entry;
+        varlink_call_set_cancel(call, NULL, NULL);
+        subscriber_free(s);
+        (void) engine_deny(e->cred, call, &e->scopes, e->resource, error, params);
+}
+
+static void entry_end_subscribers(TokenEntry *e, const char *error, const char *reason) {
+        while (e->subscribers)
+                subscriber_end(e->subscribers, error, entry_error_parameters(e, error, reason));
+}
+
+static uint64_t subscriber_need_usec(Subscriber *s) {
+        return entry_need_usec(s->entry, s->min_ttl);
+}
+
+/* How long before its token falls under min_ttl a subscriber asks for the
+ * next one: a fixed lead plus what the provider took last time. */
+static uint64_t cred_lead_usec(Credential *c) {
+        uint64_t latency = c->refresh_latency;
+        return SUBSCRIBE_LEAD_USEC + (latency < SUBSCRIBE_LATENCY_MAX_USEC ? latency : SUBSCRIBE_LATENCY_MAX_USEC);
+}
+
+static uint64_t subscriber_lead_usec(Subscriber *s) {
+        return cred_lead_usec(s->entry->cred);
+}
+
+/* Arms the subscriber's timer: at the renewal point (told expiry - min_ttl -
+ * lead); once the renewal was asked for, at the point where the token it
+ * holds falls under min_ttl. */
+static void subscriber_schedule(Subscriber *s, bool renewal_asked) {
+        uint64_t now = now_boot(), need = subscriber_need_usec(s);
+        uint64_t when = s->told_expires > need ? s->told_expires - need : 0;
+
+        if (!renewal_asked) {
+                uint64_t lead = subscriber_lead_usec(s);
+                when = when > lead ? when - lead : 0;
+                if (when < now + SUBSCRIBE_MIN_PERIOD_USEC)
+                        when = now + SUBSCRIBE_MIN_PERIOD_USEC;
+        }
+        s->renewal_asked = renewal_asked;
+        if (sd_event_source_set_time(s->timer, when > 0 ? when : 1) < 0 ||
+            sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT) < 0)
+                log_warning("Cannot arm the renewal timer of a subscriber of credential %s", s->entry->cred->name);
+}
+
+/* Sends the entry's token to the subscriber. check: judge the policy and the
+ * grant the stream runs under first (every delivery but the first, which was
+ * just decided). */
+static void subscriber_deliver(Subscriber *s, bool check) {
+        TokenEntry *e = s->entry;
+        Credential *c = e->cred;
+        const char *error = NULL;
+        json_object *params = NULL;
+
+        if (check) {
+                int r = consent_check_stream(c->manager, s->call, c, &e->scopes, e->resource, s->min_ttl, &error,
+                                             &params);
+                if (r == -EPERM) {
+                        subscriber_end(s, error, params);
+                        return;
+                }
+                if (r < 0) {
+                        subscriber_end(s, ERR_UNAVAILABLE, engine_error_parameters(c->name, ERR_UNAVAILABLE,
+                                                                                   "out of memory", -1));
+                        return;
+                }
+        }
+        uint64_t told;
+        json_object *p = entry_token_parameters(e, s->call, s->max_lifetime, &told);
+        if (!p) {
+                subscriber_end(s, ERR_UNAVAILABLE, engine_error_parameters(c->name, ERR_UNAVAILABLE, "out of memory", -1));
+                return;
+        }
+        e->last_used = now_boot();
+        s->told_expires = told;
+        s->generation = e->generation;
+        subscriber_schedule(s, false);
+        /* A failure kills the connection later, from the event loop, which
+         * then cancels the call: nothing more to do here. */
+        (void) varlink_call_reply_more(s->call, p);
+}
+
+static int subscriber_on_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Subscriber *s = userdata;
+        TokenEntry *e = s->entry;
+        Credential *c = e->cred;
+        Manager *m = c->manager;
+        uint64_t now = now_boot();
+        (void) src;
+        (void) usec;
+
+        /* A token it was not told about, or, under MaxLifetime=, more life
+         * left in the one it holds than it was told: pass it on. */
+        if (e->access_token && e->expires > now &&
+            e->expires - now >= subscriber_need_usec(s) + subscriber_lead_usec(s) &&
+            (e->generation != s->generation || e->expires > s->told_expires)) {
+                subscriber_deliver(s, true);
+                return 0;
+        }
+        if (!s->renewal_asked) {
+                /* Shared: every subscriber of the entry waits for the same refresh. */
+                if (!e->queued && c->refreshing != e) {
+                        e->queued = true;
+                        e->queue_seq = ++m->queue_seq;
+                }
+                subscriber_schedule(s, true);
+                cred_kick(c);
+                return 0;
+        }
+        /* No successor before the token it holds fell under min_ttl: the
+         * promise of the stream is broken, so it ends, saying why. */
+        const char *error = e->fail_error ?: ERR_UNAVAILABLE;
+        subscriber_end(s, error,
+                       entry_error_parameters(e, error, c->last_error ?: "no new token before the one held fell under min_ttl"));
+        entry_gc(e);
+        return 0;
+}
+
+static void subscriber_on_cancel(VarlinkCall *call, void *userdata) {
+        Subscriber *s = userdata;
+        TokenEntry *e = s->entry;
+        (void) call;
+        subscriber_free(s);
+        entry_gc(e);
+}
+
+/* Turns an answered Subscribe call into a subscriber of the entry, and sends
+ * it its first token. */
+static int subscriber_attach(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, uint64_t max_lifetime) {
+        Credential *c = e->cred;
+        Manager *m = c->manager;
+
+        uint64_t limit = e->lifetime;
+        if (max_lifetime > 0 && max_lifetime < limit)
+                limit = max_lifetime;
+        if (entry_need_usec(e, min_ttl) + SUBSCRIBE_LEAD_USEC + SUBSCRIBE_MIN_PERIOD_USEC > limit) {
+                /* No room to renew ahead of min_ttl. */
+                json_object *p = json_object_new_object();
+                if (p) {
+                        json_object_object_add(p, "credential", json_object_new_string(c->name));
+                        json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (limit / USEC_PER_SEC)));
+                }
+                return engine_deny(c, call, &e->scopes, e->resource, ERR_LIFETIME, p);
+        }
+        if (m->n_subscriptions >= SUBSCRIPTIONS_MAX) {
+                json_object *p = json_object_new_object();
+                if (p)
+                        json_object_object_add(p, "max", json_object_new_int64(SUBSCRIPTIONS_MAX));
+                return engine_deny(c, call, &e->scopes, e->resource, ERR_TOO_MANY_SUBSCRIPTIONS, p);
+        }
+
+        Subscriber *s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        int r = sd_event_add_time(m->event, &s->timer, CLOCK_BOOTTIME, UINT64_MAX, USEC_PER_SEC / 20,
+                                  subscriber_on_timer, s);
+        if (r < 0) {
+                free(s);
+                return r;
+        }
+        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        s->entry = e;
+        s->call = call;
+        s->min_ttl = min_ttl;
+        s->max_lifetime = max_lifetime;
+        LIST_PREPEND(e->subscribers, s);
+        e->n_subscribers++;
+        m->n_subscriptions++;
+        varlink_call_set_cancel(call, subscriber_on_cancel, s);
+        log_debug("Credential %s: a subscriber joined (%u on this token, %u in all)", c->name, e->n_subscribers,
+                  m->n_subscriptions);
+        subscriber_deliver(s, false);
+        return 0;
+}
+
+/* A new token arrived in the entry: every subscriber gets it, or learns
+ * that tokens now live too short for its min_ttl. */
+static void entry_deliver_subscribers(TokenEntry *e) {
+        uint64_t now = e->expires - e->lifetime; /* as of its issue, as for waiters */
+        for (Subscriber *s = e->subscribers, *next; s; s = next) {
+                next = s->next;
+                if (s->generation == e->generation)
+                        continue; /* joined with this very token, from the waiters */
+                if (entry_satisfies(e, s->min_ttl, now) &&
+                    e->lifetime >= subscriber_need_usec(s) + SUBSCRIBE_LEAD_USEC + SUBSCRIBE_MIN_PERIOD_USEC)
+                        subscriber_deliver(s, true);
+                else
+                        subscriber_end(s, ERR_LIFETIME, entry_error_parameters(e, ERR_LIFETIME, NULL));
+        }
+}
+
+/* Calls fn on every subscriber; fn may end the one it is given. */
+static void subscribers_foreach(Manager *m, void (*fn)(Subscriber *s, void *userdata), void *userdata) {
+        for (Credential *c = m->credentials; c; c = c->next)
+                for (TokenEntry *e = c->entries, *enext; e; e = enext) {
+                        enext = e->next;
+                        for (Subscriber *s = e->subscribers, *next; s; s = next) {
+                                next = s->next;
+                                fn(s, userdata);
+                        }
+                        entry_gc(e);
+                }
+}
+
+typedef struct GrantEnded {
+        const char *grant, *agent, *reason;
+} GrantEnded;
+
+static void subscriber_grant_ended(Subscriber *s, void *userdata) {
+        const GrantEnded *g = userdata;
+        if (!streq_ptr(varlink_call_get_tag(s->call), g->grant))
+                return;
+        json_object *p = json_object_new_object();
+        if (p) {
+                json_object_object_add(p, "credential", json_object_new_string(s->entry->cred->name));
+                if (g->agent)
+                        json_object_object_add(p, "agent", json_object_new_string(g->agent));
+                json_object_object_add(p, "grant", json_object_new_string(g->grant));
+                json_object_object_add(p, "reason", json_object_new_string(g->reason));
+        }
+        subscriber_end(s, ERR_CONSENT_ENDED, p);
+}
+
+void engine_subscriptions_grant_ended(Manager *m, const char *grant, const char *agent, const char *reason) {
+        if (m->n_subscriptions > 0)
+                subscribers_foreach(m, subscriber_grant_ended, &(GrantEnded) { grant, agent, reason });
+}
+
+static void subscriber_recheck(Subscriber *s, void *userdata) {
+        TokenEntry *e = s->entry;
+        const char *error = NULL;
+        json_object *params = NULL;
+        (void) userdata;
+
+        int r = consent_check_stream(e->cred->manager, s->call, e->cred, &e->scopes, e->resource, s->min_ttl, &error,
+                                     &params);
+        if (r == -EPERM)
+                subscriber_end(s, error, params);
+}
+
+void engine_subscriptions_recheck(Manager *m) {
+        if (m->n_subscriptions > 0)
+                subscribers_foreach(m, subscriber_recheck, NULL);
 }
 
 /* ---- the refresh of one credential ---- */
@@ -432,6 +749,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
 
         switch (o) {
         case OAUTH_OK: {
+                c->refresh_latency = now_boot() - c->refresh_started;
                 /* On behalf of the first waiter, if any; else proactive (no agent). */
                 engine_audit(c, AUDIT_REFRESH, e && e->waiters ? e->waiters->call : NULL, e ? &e->scopes : NULL,
                              e ? e->resource : NULL, t.access_token, NULL);
@@ -439,8 +757,10 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 c->failures = 0;
                 if (r < 0) {
                         credential_set_last_error(c, "cannot save rotated refresh token");
-                        if (e)
+                        if (e) {
+                                e->fail_error = ERR_STORE;
                                 entry_fail_waiters(e, ERR_STORE, "cannot save the rotated refresh token");
+                        }
                         cred_schedule_retry(c, -1);
                         break;
                 }
@@ -448,9 +768,11 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 if (!e)
                         break;
                 if (entry_set_token(e, &t) < 0) {
+                        e->fail_error = ERR_UNAVAILABLE;
                         entry_fail_waiters(e, ERR_UNAVAILABLE, "out of memory");
                         break;
                 }
+                e->fail_error = NULL;
                 log_debug("Credential %s: token refreshed", c->name);
                 /* Judge the fresh token as of its issue, so a min_ttl equal to
                  * the provider's lifetime is met rather than missed by the
@@ -460,13 +782,15 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                         next = w->next;
                         VarlinkCall *call = w->call;
                         uint64_t max_lifetime = w->max_lifetime;
-                        if (entry_satisfies(e, w->min_ttl, now)) {
+                        int64_t min_ttl = w->min_ttl;
+                        if (entry_satisfies(e, min_ttl, now)) {
                                 varlink_call_set_cancel(call, NULL, NULL);
                                 waiter_free(w);
-                                (void) entry_reply(e, call, max_lifetime);
+                                (void) entry_reply(e, call, min_ttl, max_lifetime);
                         }
                 }
                 entry_fail_waiters(e, ERR_LIFETIME, NULL);
+                entry_deliver_subscribers(e);
                 break;
         }
         case OAUTH_INVALID_GRANT:
@@ -483,14 +807,18 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 break;
         case OAUTH_INVALID_SCOPE:
                 credential_set_last_error(c, "invalid_scope");
-                if (e)
+                if (e) {
+                        e->fail_error = ERR_SCOPE;
                         entry_fail_waiters(e, ERR_SCOPE, NULL);
+                }
                 break;
         case OAUTH_REFUSED:
                 credential_set_last_error(c, "provider refused: %s%s%s", err.code, err.description[0] ? ": " : "",
                                           err.description);
-                if (e)
+                if (e) {
+                        e->fail_error = ERR_UNAVAILABLE;
                         entry_fail_waiters(e, ERR_UNAVAILABLE, c->last_error);
+                }
                 break;
         case OAUTH_TRANSIENT:
                 if (resp->curl_error)
@@ -499,6 +827,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                         credential_set_last_error(c, "%s%s%s", err.code, err.description[0] ? ": " : "",
                                                   err.description);
                 if (e) {
+                        e->fail_error = ERR_UNAVAILABLE;
                         /* Retried first once the backoff ends; waiters keep waiting until their deadline. */
                         e->queued = true;
                         e->queue_seq = 0;
@@ -523,6 +852,7 @@ static int cred_start_refresh(Credential *c, TokenEntry *e) {
         if (r < 0)
                 return r;
         c->refreshing = e;
+        c->refresh_started = now_boot();
         e->queued = false;
         return 0;
 }
@@ -539,6 +869,7 @@ static void cred_kick(Credential *c) {
         if (c->store_dirty && cred_flush_store(c) < 0) {
                 for (TokenEntry *e = c->entries; e; e = e->next)
                         if (e->queued) {
+                                e->fail_error = ERR_STORE;
                                 entry_fail_waiters(e, ERR_STORE, "cannot save the rotated refresh token");
                                 entry_schedule(e); /* a token it still holds is wiped at expiry */
                         }
@@ -642,8 +973,12 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
                 }
                 return engine_deny(c, call, &e->scopes, resource, ERR_LIFETIME, p);
         }
-        if (entry_satisfies(e, min_ttl, now))
-                return entry_reply(e, call, max_lifetime);
+        /* A new subscriber needs more than min_ttl: room to renew ahead of it
+         * without a hurry, or it would be told to go away at once. */
+        if (entry_satisfies(e, min_ttl, now) &&
+            (!call_is_subscription(call) ||
+             e->expires - now >= entry_need_usec(e, min_ttl) + cred_lead_usec(c) + SUBSCRIBE_MIN_PERIOD_USEC))
+                return entry_reply(e, call, min_ttl, max_lifetime);
 
         Waiter *w = calloc(1, sizeof *w);
         if (!w) {
@@ -701,6 +1036,7 @@ void engine_flush(Credential *c, const char *error, const char *reason) {
         while (c->entries) {
                 TokenEntry *e = c->entries;
                 entry_fail_waiters(e, error, reason);
+                entry_end_subscribers(e, error, reason);
                 e->queued = false;
                 entry_free(e);
         }

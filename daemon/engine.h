@@ -17,12 +17,25 @@
 #include "varlink.h"
 
 /* Answers an io.tokend.agent.GetToken call, now or once a refresh completes.
+ * A Subscribe call (with "more") is answered the same way, and then stays a
+ * subscriber of the cache entry: it gets each new token of the entry, and
+ * has the entry refreshed early enough for its own min_ttl.
  * Takes ownership of *scopes (NULL or empty set: every scope the credential
  * holds). min_ttl < 0: the default (a tenth of the token's lifetime).
  * max_lifetime (usec, 0: none): the reply's expires_at is at most this far
  * ahead, and a min_ttl beyond it is LifetimeTooShort. */
 int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const char *resource, int64_t min_ttl,
                      uint64_t max_lifetime);
+
+/* Subscribe streams past their first token, at most. */
+#define SUBSCRIPTIONS_MAX 1024U
+
+/* A grant ended: every Subscribe stream that runs under it ends with
+ * ConsentEnded(reason). */
+void engine_subscriptions_grant_ended(Manager *m, const char *grant, const char *agent, const char *reason);
+/* The policy changed: every Subscribe stream is judged again, and those the
+ * policy or their grant no longer cover end. */
+void engine_subscriptions_recheck(Manager *m);
 
 /* Caches a token obtained outside the engine (the check refresh of AddCredential). */
 int engine_seed(Credential *c, const TokenResponse *t);

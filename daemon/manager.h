@@ -55,6 +55,7 @@ typedef struct Manager {
         unsigned n_requests;
         ConsentWatcher *watchers;
         uint64_t consent_timeout_usec;
+        unsigned n_subscriptions; /* engine.c: Subscribe streams past their first token */
 
         Credential *credentials;
         unsigned n_credentials;
