@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs the build into a temporary DESTDIR and checks every file lands
-# where Debian expects it. Usage: check-install.sh BUILD_DIR PREFIX LIBEXECDIR USERUNITDIR COMPLETIONSDIR
+# where Debian expects it, and that a client of libtokend builds against the
+# installed header and library with pkg-config.
+# Usage: check-install.sh BUILD_DIR PREFIX LIBEXECDIR USERUNITDIR COMPLETIONSDIR LIBDIR INCLUDEDIR
 set -eu
-build=$1 prefix=$2 libexecdir=$3 userunitdir=$4 completionsdir=$5
+build=$1 prefix=$2 libexecdir=$3 userunitdir=$4 completionsdir=$5 libdir=$6 includedir=$7
 dest=$(mktemp -d /tmp/tokend-install.XXXXXX)
 trap 'rm -rf "$dest"' EXIT
 meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >/dev/null
@@ -22,6 +24,26 @@ want "$prefix/share/man/man8/tokend.8"
 want "$prefix/share/man/man1/tokenctl.1"
 want "$prefix/share/man/man5/tokend.policy.5"
 want "$completionsdir/tokenctl"
+want "$libdir/libtokend.so.0"
+want "$libdir/libtokend.so"
+want "$libdir/pkgconfig/libtokend.pc"
+want "$includedir/tokend.h"
+want "$prefix/share/man/man3/libtokend.3"
+
+# An agent builds and links against the installed library via pkg-config.
+cat >"$dest/client.c" <<'EOF'
+#include <tokend.h>
+int main(void) {
+        return tokend_strerror(TOKEND_ERR_NO_SUCH_CREDENTIAL) ? 0 : 1;
+}
+EOF
+if flags=$(PKG_CONFIG_SYSROOT_DIR=$dest PKG_CONFIG_PATH=$dest$libdir/pkgconfig pkg-config --cflags --libs libtokend) &&
+   ${CC:-cc} -o "$dest/client" "$dest/client.c" $flags && LD_LIBRARY_PATH=$dest$libdir "$dest/client"; then
+        echo "ok: a client builds with pkg-config --cflags --libs libtokend and runs"
+else
+        echo "FAILED: building a client with pkg-config libtokend"; fail=1
+fi
+rm -f "$dest/client.c" "$dest/client"
 
 # The unit starts the installed daemon.
 if grep -qx "ExecStart=$libexecdir/tokend" "$dest$userunitdir/tokend.service"; then
