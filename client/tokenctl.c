@@ -15,6 +15,9 @@
 #include "common/util.h"
 #include "tokenctl-audit.h"
 #include "tokenctl-consent.h"
+#include "tokenctl-credential.h"
+#include "tokenctl-exec.h"
+#include "tokenctl-token.h"
 #include "tokenctl.h"
 #include "varlink.h"
 
@@ -731,95 +734,6 @@ static int verb_status(int argc, char *argv[]) {
         return healthy ? EXIT_OK : EXIT_FAILURE_;
 }
 
-static int verb_token(int argc, char *argv[]) {
-        enum { ARG_SCOPE = 0x100, ARG_RESOURCE, ARG_MIN_TTL };
-        static const struct option options[] = {
-                { "scope", required_argument, NULL, ARG_SCOPE },
-                { "resource", required_argument, NULL, ARG_RESOURCE },
-                { "min-ttl", required_argument, NULL, ARG_MIN_TTL },
-                {},
-        };
-        _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
-        const char *resource = NULL;
-        int64_t min_ttl = -1;
-        int c;
-
-        optind = 0;
-        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
-                switch (c) {
-                case ARG_SCOPE:
-                        if (tokenctl_add_scopes(scopes, optarg) < 0)
-                                return EXIT_USAGE;
-                        break;
-                case ARG_RESOURCE:
-                        if (strlen(optarg) > RESOURCE_LEN_MAX) {
-                                fprintf(stderr, "tokenctl token: --resource takes at most %u characters.\n",
-                                        RESOURCE_LEN_MAX);
-                                return EXIT_USAGE;
-                        }
-                        resource = optarg;
-                        break;
-                case ARG_MIN_TTL: {
-                        char *end;
-                        errno = 0;
-                        long long v = strtoll(optarg, &end, 10);
-                        if (errno || end == optarg || *end || v < 0) {
-                                fprintf(stderr, "tokenctl token: --min-ttl takes a number of seconds.\n");
-                                return EXIT_USAGE;
-                        }
-                        min_ttl = v;
-                        break;
-                }
-                default:
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind != argc - 1) {
-                fprintf(stderr, "tokenctl token: usage: tokenctl token NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]\n");
-                return EXIT_USAGE;
-        }
-        const char *name = argv[optind];
-        if (strlen(name) > CREDENTIAL_NAME_MAX) {
-                fprintf(stderr, "tokenctl token: a credential name has at most %u characters.\n", CREDENTIAL_NAME_MAX);
-                return EXIT_USAGE;
-        }
-
-        json_object *p = json_object_new_object();
-        if (!p)
-                return EXIT_FAILURE_;
-        json_object_object_add(p, "credential", json_object_new_string(name));
-        if (json_object_array_length(scopes) > 0)
-                json_object_object_add(p, "scopes", json_object_get(scopes));
-        add_opt_string(p, "resource", resource);
-        if (min_ttl >= 0)
-                json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
-
-        /* The owner (whom the manager interface answers) gets its own token
-         * without policy or consent. Anyone else, e.g. an agent running
-         * tokenctl in its own unit, goes through the agent interface: its
-         * policy applies, and in ask mode the call waits for the owner's
-         * consent (tokend bounds that wait: --consent-timeout). */
-        _cleanup_(json_object_put_erasep) json_object *who = NULL, *reply = NULL;
-        int r = tokenctl_call("io.tokend.agent.WhoAmI", NULL, &who, NULL);
-        if (r != EXIT_OK) {
-                json_object_put(p);
-                return r;
-        }
-        json_object *v;
-        bool owner = json_object_object_get_ex(who, "manager", &v) && json_object_get_boolean(v);
-        if (owner)
-                r = tokenctl_call("io.tokend.manager.GetToken", p, &reply, name);
-        else
-                r = tokenctl_call_timeout("io.tokend.agent.GetToken", p, AGENT_TOKEN_TIMEOUT_USEC, &reply, name);
-        if (r != EXIT_OK)
-                return r;
-        if (arg_json)
-                printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
-        else
-                printf("%s\n", strempty(json_str(reply, "token")));
-        return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAILURE_;
-}
-
 static int verb_remove(int argc, char *argv[]) {
         _cleanup_(json_object_putp) json_object *reply = NULL;
         if (argc != 2) {
@@ -1058,7 +972,23 @@ static const Verb verbs[] = {
         { "list", "", "List credentials, their state and cached tokens", verb_list },
         { "status", "", "Show the daemon's version, store, credentials, cached tokens and problems", verb_status },
         { "token", "NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]",
-          "Print one of your own access tokens (no policy, no consent)", verb_token },
+          "Print one of your own access tokens (no policy, no consent)", tokenctl_token },
+        { "exec", "NAME [--env VAR] [--scope S]... [--resource URI] [--min-ttl SECONDS] -- CMD [ARG]...",
+          "Run CMD with an access token in its environment: $TOKEND_TOKEN (or VAR), never in argv.\n"
+          "          The token is not renewed while CMD runs: it is good until $TOKEND_TOKEN_EXPIRES_AT\n"
+          "          (VAR_EXPIRES_AT, seconds since the epoch), at least --min-ttl (default 300) seconds.\n"
+          "          A long-running program should use a Subscribe stream or run 'tokenctl token' again.\n"
+          "          Exit status: CMD's; tokenctl's (1-8) when no token was had (CMD not run);\n"
+          "          127 when CMD is not found, 126 when it cannot be run",
+          tokenctl_exec },
+        { "credential-helper",
+          "NAME --host HOST [--host HOST]... [--username USER] [--scope S]... [--resource URI] [--min-ttl SECONDS]\n"
+          "          get|store|erase",
+          "A git credential helper: 'get' answers https://HOST with username (default x-access-token)\n"
+          "          and a fresh token; other hosts get nothing. 'store' and 'erase' do nothing: tokend\n"
+          "          owns the tokens. E.g. git config credential.https://github.com.helper\n"
+          "          '!tokenctl credential-helper gh --host github.com'",
+          tokenctl_credential_helper },
         { "login", "NAME (--provider P [--tenant T] | --issuer URL) --client-id ID [--client-secret-file F] [--scope S]... [--flow device|auth-code]",
           "Log in at a provider (device flow or browser); tokend keeps the credential", verb_login },
         { "revoke", "NAME", "Revoke a credential at the provider, then remove it", verb_revoke },

@@ -29,7 +29,7 @@ _tokenctl() {
                 cword=$COMP_CWORD
         fi
 
-        local verbs="login add list status token revoke remove store audit pending watch approve deny grants reload whoami help"
+        local verbs="login add list status token exec credential-helper revoke remove store audit pending watch approve deny grants reload whoami help"
         local global_opts="--socket --json --version --help"
         local i verb="" socket="" verb_at=0
         for ((i = 1; i < cword; i++)); do
@@ -44,11 +44,29 @@ _tokenctl() {
         local args=()
         for ((i = verb_at + 1; verb_at > 0 && i < cword; i++)); do
                 case ${words[i]} in
-                --for|--scope) ((i++)) ;;
+                --for|--scope|--env|--host|--username|--resource|--min-ttl) ((i++)) ;;
                 -*) ;;
                 *) args+=("${words[i]}") ;;
                 esac
         done
+
+        # "tokenctl exec NAME ... -- CMD ARG...": after "--" the words are the command's.
+        if [[ $verb == exec ]]; then
+                for ((i = verb_at + 1; i < COMP_CWORD && i < ${#COMP_WORDS[@]}; i++)); do
+                        case ${COMP_WORDS[i]} in
+                        --env|--scope|--resource|--min-ttl) ((i++)) ;;
+                        --)
+                                if ((COMP_CWORD == i + 1)); then
+                                        COMPREPLY=($(compgen -c -- "$cur"))
+                                elif declare -F _command_offset >/dev/null 2>&1; then
+                                        _command_offset $((i + 1))
+                                else
+                                        COMPREPLY=($(compgen -f -- "$cur"))
+                                fi
+                                return ;;
+                        esac
+                done
+        fi
 
         case $prev in
         --socket|--client-secret-file|--providers-dir)
@@ -75,7 +93,13 @@ _tokenctl() {
         --to)
                 COMPREPLY=($(compgen -W "keyring secret-service" -- "$cur"))
                 return ;;
-        --issuer|--token-endpoint|--client-id|--scope|--resource|--min-ttl|--tenant|--since|--agent)
+        --env)
+                COMPREPLY=($(compgen -W "TOKEND_TOKEN GH_TOKEN GITHUB_TOKEN GITLAB_TOKEN" -- "$cur"))
+                return ;;
+        --username)
+                COMPREPLY=($(compgen -W "x-access-token oauth2" -- "$cur"))
+                return ;;
+        --issuer|--token-endpoint|--client-id|--scope|--resource|--min-ttl|--tenant|--since|--agent|--host)
                 return ;;
         esac
 
@@ -90,6 +114,20 @@ _tokenctl() {
                         [[ $verb == token ]] && COMPREPLY=($(compgen -W "--scope --resource --min-ttl" -- "$cur"))
                 else
                         COMPREPLY=($(compgen -W "$(_tokenctl_credentials "$socket")" -- "$cur"))
+                fi ;;
+        exec)
+                if [[ $cur == -* ]]; then
+                        COMPREPLY=($(compgen -W "--env --scope --resource --min-ttl" -- "$cur"))
+                elif ((${#args[@]} == 0)); then
+                        COMPREPLY=($(compgen -W "$(_tokenctl_credentials "$socket")" -- "$cur"))
+                fi ;;
+        credential-helper)
+                if [[ $cur == -* ]]; then
+                        COMPREPLY=($(compgen -W "--host --username --scope --resource --min-ttl" -- "$cur"))
+                elif ((${#args[@]} == 0)); then
+                        COMPREPLY=($(compgen -W "$(_tokenctl_credentials "$socket")" -- "$cur"))
+                elif ((${#args[@]} == 1)); then
+                        COMPREPLY=($(compgen -W "get store erase" -- "$cur"))
                 fi ;;
         login)
                 COMPREPLY=($(compgen -W "--provider --tenant --issuer --client-id --client-secret-file --auth-method --scope --flow --no-browser --insecure-loopback --replace" -- "$cur")) ;;

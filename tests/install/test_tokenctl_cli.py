@@ -13,6 +13,13 @@ tokenctl sends and how it shows the answers, without the daemon:
 - approve, deny, grants revoke: the parameters sent (durations, --once,
   --process, --scope), the grant id on stdout;
 - token: io.tokend.manager.GetToken;
+- exec: the parameters sent (default min_ttl 300), the child replacing tokenctl (same pid, its exit
+  status and signal), the token in its environment only (the child reads its own /proc/self/cmdline
+  and environ), --env names and their caps, 126/127 and tokenctl's codes without running the child;
+- credential-helper: get answers only https and a --host (exact, any case, port included), with the
+  parameters sent; anything else, store, erase and unknown operations print nothing, exit 0 and do
+  not call tokend; the caps on standard input (line, total, NUL, key=value) never echo it; a token
+  that could inject a line is refused;
 - the exit codes and messages of the new errors, PermissionDenied on the
   manager interface (with the WhoAmI explanation), an older tokend;
 - usage errors and caps, with no daemon at all;
@@ -117,12 +124,17 @@ class FakeTokend:
         return calls[-1] if calls else None
 
 
-def tokenctl(*args, socket_path=None, timeout=20):
+def tokenctl(*args, socket_path=None, timeout=20, stdin=None, env_extra=None, cwd=None):
+    """Runs tokenctl; stdin: bytes or text fed on its standard input (default: /dev/null)."""
     env = dict(os.environ)
     env.pop("XDG_RUNTIME_DIR", None)
     env["TOKEND_SOCKET"] = socket_path or "/nonexistent/tokend.socket"
-    r = subprocess.run([TOKENCTL, *args], capture_output=True, text=True, timeout=timeout, env=env)
-    return r.returncode, r.stdout, r.stderr
+    env.update(env_extra or {})
+    if isinstance(stdin, str):
+        stdin = stdin.encode()
+    r = subprocess.run([TOKENCTL, *args], capture_output=True, timeout=timeout, env=env, cwd=cwd,
+                       input=stdin if stdin is not None else b"")
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
 
 NOW = int(time.time())
@@ -150,9 +162,16 @@ WHOAMI = {"uid": 1000, "gid": 1000, "pid": 4242, "pidfd": True, "exe": "/usr/bin
 
 def test_no_daemon():
     for args in (["pending"], ["watch"], ["approve", "r-1"], ["deny", "r-1"], ["grants"],
-                 ["grants", "revoke", "g-1"], ["reload"], ["whoami"], ["token", "gh"]):
-        rc, _, e = tokenctl(*args)
-        check(rc == EXIT_NO_DAEMON, f"{' '.join(args)}: exit {EXIT_NO_DAEMON} without tokend", (rc, e))
+                 ["grants", "revoke", "g-1"], ["reload"], ["whoami"], ["token", "gh"], ["exec", "gh", "--", "true"],
+                 ["exec", "gh", "--env", "X" * 128, "--", "true"], ["exec", "gh", "--env", "_a1", "--", "true"],
+                 ["credential-helper", "gh", "--host", "github.com", "get"],
+                 ["credential-helper", "gh", "--host", "GitHub.com:443", "--host", "[::1]", "--host", "10.0.0.1:1",
+                  "--host", "a_b-c.example", "--username", "u" * 256, "get"]):
+        rc, _, e = tokenctl(*args, stdin="protocol=https\nhost=github.com\n\n")
+        if args[0] == "credential-helper" and "[::1]" in args:  # no host of these matches: no call at all
+            check(rc == 0 and e == "", f"{' '.join(args)[:60]}: exit 0, nothing asked", (rc, e))
+            continue
+        check(rc == EXIT_NO_DAEMON, f"{' '.join(args)[:60]}: exit {EXIT_NO_DAEMON} without tokend", (rc, e))
 
 
 def test_usage():
@@ -179,6 +198,44 @@ def test_usage():
     check(rc == 0 and "Usage: tokenctl approve ID" in out, "approve --help", out)
     rc, out, _ = tokenctl("grants", "revoke", "--help")
     check(rc == 0 and "Usage: tokenctl grants" in out, "grants revoke --help", out)
+    rc, out, _ = tokenctl("exec", "gh", "--help")
+    check(rc == 0 and "Usage: tokenctl exec NAME" in out and "not renewed" in out and "300" in out
+          and "TOKEND_TOKEN_EXPIRES_AT" in out and "127" in out, "exec --help: says the token is not renewed", out)
+    rc, out, _ = tokenctl("credential-helper", "--help")
+    check(rc == 0 and "Usage: tokenctl credential-helper NAME --host HOST" in out and "x-access-token" in out,
+          "credential-helper --help", out)
+
+
+def test_helpers_usage():
+    """exec and credential-helper: usage errors and caps, with no daemon at all."""
+    cases = [
+        # exec: NAME, "--" and a command are needed; --env takes a variable name
+        ["exec"], ["exec", "gh"], ["exec", "gh", "--"], ["exec", "--", "true"], ["exec", "a", "b", "--", "true"],
+        ["exec", "gh", "true"], ["exec", "n" * 65, "--", "true"], ["exec", "gh", "--bogus", "--", "true"],
+        ["exec", "gh", "--min-ttl", "-1", "--", "true"], ["exec", "gh", "--min-ttl", "5m", "--", "true"],
+        ["exec", "gh", "--resource", "https://x/" + "a" * 2048, "--", "true"],
+        ["exec", "gh", "--scope", " ".join(f"s{i}" for i in range(65)), "--", "true"],
+        *(["exec", "gh", "--env", v, "--", "true"] for v in
+          ("", "1X", "A-B", "A B", "A=B", "\u00c4X", "X" * 129, "PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "X\n")),
+        ["exec", "gh", "--env", "--", "true"],
+        # credential-helper: NAME, at least one --host, an operation
+        ["credential-helper"], ["credential-helper", "gh"], ["credential-helper", "gh", "get"],
+        ["credential-helper", "--host", "github.com", "get"],
+        ["credential-helper", "gh", "--host", "github.com"],
+        ["credential-helper", "gh", "--host", "github.com", "get", "x"],
+        ["credential-helper", "n" * 65, "--host", "github.com", "get"],
+        ["credential-helper", "gh", "--host", "github.com", "--min-ttl", "x", "get"],
+        ["credential-helper", "gh", "--host", "github.com", "--bogus", "get"],
+        *(["credential-helper", "gh", "--host", h, "get"] for h in
+          ("", "a b", "a/b", "https://github.com", "user@github.com", "host:0", "host:65536", "host:", ":443",
+           "host:44x", "[::1", "[]", "[::1]x", "github.com\n", "h" * 262, "gith\u00fcb.com")),
+        ["credential-helper", "gh", *[a for i in range(17) for a in ("--host", f"h{i}.example")], "get"],
+        *(["credential-helper", "gh", "--host", "github.com", "--username", u, "get"] for u in
+          ("", "a\nb", "a\rb", "tab\tuser", "u" * 257)),
+    ]
+    for args in cases:
+        rc, out, e = tokenctl(*args)
+        check(rc == EXIT_USAGE and out == "", f"usage error: {args!r:.80}", (rc, out, e))
 
 
 def test_pending(d, sock):
@@ -392,6 +449,264 @@ def test_token(d, sock):
     check(rc != 0 and out == "", "token: a failed WhoAmI gives no token", (rc, out, e))
 
 
+# A child for 'tokenctl exec': prints its pid, its own command line and environment as the kernel
+# has them (/proc/self/cmdline, /proc/self/environ), then exits with argv[1] (negative: kills
+# itself with that signal), or creates the file argv[2] names first, when given.
+EXEC_CHILD = r"""
+import json, os, signal, sys
+def nul_list(path):
+    with open(path, "rb") as f:
+        return [x.decode(errors="replace") for x in f.read().split(b"\0")[:-1]]
+if len(sys.argv) > 2:
+    open(sys.argv[2], "w").close()
+print(json.dumps({"pid": os.getpid(), "cmdline": nul_list("/proc/self/cmdline"),
+                  "environ": nul_list("/proc/self/environ")}), flush=True)
+code = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+if code < 0:
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+SECRET = "at-Zk9.secret_Token-42~x+/="
+
+
+def exec_run(sock, args, env_extra=None, timeout=20):
+    """Runs tokenctl exec ARGS; returns (pid of tokenctl, rc, what the child printed or None, stderr)."""
+    env = dict(os.environ, TOKEND_SOCKET=sock)
+    env.pop("XDG_RUNTIME_DIR", None)
+    env.update(env_extra or {})
+    p = subprocess.Popen([TOKENCTL, "exec", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, cwd=os.path.dirname(sock))
+    out, err = p.communicate(timeout=timeout)
+    child = json.loads(out) if out.strip() else None
+    return p.pid, p.returncode, child, err.decode(errors="replace")
+
+
+def env_of(child):
+    """The child's environment as a list of (name, value), in order (duplicates kept)."""
+    return [tuple(e.split("=", 1)) for e in child["environ"]]
+
+
+def test_exec(d, sock, tmp):
+    child_py = os.path.join(tmp, "child.py")
+    with open(child_py, "w") as f:
+        f.write(EXEC_CHILD)
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    child_cmd = os.path.join(bindir, "tokend-test-child")
+    with open(child_cmd, "w") as f:
+        f.write(f"#!{sys.executable}\n" + EXEC_CHILD)
+    os.chmod(child_cmd, 0o755)
+    path_env = {"PATH": bindir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")}
+    exp = NOW + 3600
+
+    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
+    d.answer("io.tokend.manager.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
+                                               "scopes": ["repo"]}))
+    pid, rc, child, e = exec_run(sock, ["gh", "--scope", "repo", "--", sys.executable, child_py, "0"],
+                                 env_extra={"TOKEND_TEST_KEEP": "kept"})
+    check(rc == 0 and child is not None, "exec: runs the command, exit 0", (rc, child, e))
+    if child is None:
+        return
+    check(child["pid"] == pid, "exec: the command replaces tokenctl (the same pid)", (child["pid"], pid))
+    check(child["cmdline"] == [sys.executable, child_py, "0"], "exec: the command's argv is CMD ARGS",
+          child["cmdline"])
+    check(not any(SECRET in a for a in child["cmdline"]), "exec: the token is not in the child's argv")
+    env = env_of(child)
+    check(("TOKEND_TOKEN", SECRET) in env, "exec: the token in $TOKEND_TOKEN", [n for n, _ in env])
+    check(("TOKEND_TOKEN_EXPIRES_AT", str(exp)) in env, "exec: its expiry in $TOKEND_TOKEN_EXPIRES_AT")
+    check(("TOKEND_TEST_KEEP", "kept") in env, "exec: the rest of the environment passes on")
+    check(sum(1 for _, v in env if SECRET in v) == 1, "exec: the token in one variable only")
+    check(SECRET not in e, "exec: the token not on stderr", e)
+    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "scopes": ["repo"],
+                                                                 "min_ttl": 300},
+          "exec: GetToken with the default --min-ttl 300", d.last("io.tokend.manager.GetToken"))
+
+    # --env replaces earlier values of VAR and VAR_EXPIRES_AT; CMD is looked up in $PATH.
+    pid, rc, child, e = exec_run(sock, ["gh", "--env", "GH_TOKEN", "--min-ttl", "60", "--resource",
+                                        "https://api.github.com", "--", "tokend-test-child", "42"],
+                                 env_extra=dict(path_env, GH_TOKEN="old", GH_TOKEN_EXPIRES_AT="1",
+                                                GH_TOKENX="other"))
+    env = env_of(child) if child else []
+    check(rc == 42, "exec: the command's exit status is tokenctl's", (rc, e))
+    check([v for n, v in env if n == "GH_TOKEN"] == [SECRET] and
+          [v for n, v in env if n == "GH_TOKEN_EXPIRES_AT"] == [str(exp)] and ("GH_TOKENX", "other") in env,
+          "exec --env GH_TOKEN: replaces the old values, once each", env)
+    check(not any(n == "TOKEND_TOKEN" for n, _ in env), "exec --env: no $TOKEND_TOKEN then")
+    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "min_ttl": 60,
+                                                                 "resource": "https://api.github.com"},
+          "exec: --min-ttl and --resource sent", d.last("io.tokend.manager.GetToken"))
+    pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "-15"])
+    check(rc == -signal.SIGTERM, "exec: a signal that ends the command ends 'tokenctl exec' too", (rc, e))
+    pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "0", os.path.join(tmp, "m"), "--help"])
+    check(rc == 0 and child and child["cmdline"][-1] == "--help", "exec: options after -- are the command's",
+          (rc, child, e))
+
+    # Anyone else: the agent interface.
+    d.calls.clear()
+    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=False)))
+    d.answer("io.tokend.agent.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
+                                             "scopes": []}))
+    pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "0"])
+    check(rc == 0 and d.last("io.tokend.agent.GetToken") is not None and d.last("io.tokend.manager.GetToken") is None,
+          "exec as an agent: io.tokend.agent.GetToken", (rc, d.calls))
+
+    # No token: tokenctl's exit code, and the command does not run.
+    marker = os.path.join(tmp, "ran")
+    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
+    bad_replies = [
+        (err("io.tokend.manager.NoSuchCredential", {"name": "gh"}), EXIT_NO_SUCH, "no credential named 'gh'"),
+        (err("io.tokend.agent.ConsentRequired", {"credential": "gh", "request": "r-9"}), EXIT_REFUSED, "r-9"),
+        (err("io.tokend.agent.LifetimeTooShort", {"credential": "gh", "lifetime": 60}), EXIT_REFUSED, ""),
+        (ok({"token": "two\nlines", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE,
+         "control"),
+        (ok({"token": "", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE, "empty"),
+        (ok({"token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE, "no token"),
+        (ok({"token": SECRET, "token_type": "Bearer", "expires_at": NOW - 5, "scopes": []}), EXIT_FAILURE, "expired"),
+        (ok({"token": SECRET, "token_type": "Bearer", "scopes": []}), EXIT_FAILURE, "no expiry"),
+    ]
+    for reply, code, says in bad_replies:
+        d.answer("io.tokend.manager.GetToken", reply)
+        pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "0", marker])
+        check(rc == code and child is None and not os.path.exists(marker) and says in e and SECRET not in e
+              and "two\nlines" not in e,
+              f"exec: {json.dumps(reply)[:60]} exits {code}, the command not run", (rc, e))
+
+    # A command that cannot run: 127 or 126, before asking tokend (no token, no consent prompt).
+    noexec = os.path.join(tmp, "not-executable")
+    with open(noexec, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(noexec, 0o644)
+    for cmd, code in (["tokend-no-such-command-xyz", 127], [os.path.join(tmp, "nonexistent"), 127],
+                      [noexec, 126], [tmp, 126], ["", 127]):
+        d.calls.clear()
+        pid, rc, child, e = exec_run(sock, ["gh", "--", cmd], env_extra=path_env)
+        check(rc == code and not d.calls, f"exec {cmd!r:.40}: exit {code} without calling tokend", (rc, e, d.calls))
+
+
+def helper(sock, stdin, *args, op="get", hosts=("github.com",), cwd=None, env_extra=None):
+    host_args = [a for h in hosts for a in ("--host", h)]
+    return tokenctl("credential-helper", "gh", *host_args, *args, op, socket_path=sock, stdin=stdin, cwd=cwd,
+                    env_extra=env_extra)
+
+
+def test_credential_helper(d, sock, tmp):
+    exp = NOW + 3600
+    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
+    d.answer("io.tokend.manager.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
+                                               "scopes": ["repo"]}))
+    answer = f"username=x-access-token\npassword={SECRET}\npassword_expiry_utc={exp}\n"
+
+    rc, out, e = helper(sock, "protocol=https\nhost=github.com\n\n")
+    check(rc == 0 and out == answer and e == "", "credential-helper get: username, token, expiry", (rc, out, e))
+    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "min_ttl": 300},
+          "credential-helper get: GetToken with the default --min-ttl 300", d.last("io.tokend.manager.GetToken"))
+    rc, out, _ = helper(sock, "protocol=https\nhost=gitlab.example\npath=g/p.git\n\n", "--username", "oauth2",
+                        "--scope", "read_repository", "--min-ttl", "60", hosts=("github.com", "gitlab.example"))
+    check(rc == 0 and out == answer.replace("x-access-token", "oauth2"),
+          "credential-helper: --username, a second --host", out)
+    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "scopes": ["read_repository"],
+                                                                 "min_ttl": 60},
+          "credential-helper: --scope and --min-ttl sent", d.last("io.tokend.manager.GetToken"))
+
+    matching = [
+        "protocol=https\nhost=GitHub.COM\n\n",                      # hosts compare without case
+        "protocol=HTTPS\nhost=github.com\n\n",
+        "protocol=https\r\nhost=github.com\r\n\r\n",                # CRLF
+        "host=evil.example\nprotocol=https\nhost=github.com\n",     # the last value counts; EOF ends
+        "protocol=https\nhost=github.com\nusername=x-access-token\npassword=typed-secret\n\n",
+        "protocol=https\nhost=github.com\npath=" + "p" * (64 * 1024 - 5) + "\n\n",   # a line of 64 KiB
+        "protocol=https\nhost=github.com\nwwwauth[]=Bearer realm=\"x\"\ncapability[]=authtype\n\n",
+    ]
+    for stdin in matching:
+        rc, out, e = helper(sock, stdin)
+        check(rc == 0 and out == answer and "typed-secret" not in out + e, f"credential-helper answers {stdin[:50]!r}",
+              (rc, out, e))
+
+    # Not ours: nothing on stdout or stderr, exit 0 (git asks its next helper), tokend not asked.
+    not_ours = [
+        ("protocol=http\nhost=github.com\n\n", ()),
+        ("protocol=https\nhost=gitlab.com\n\n", ()),
+        ("protocol=https\nhost=github.com.evil.example\n\n", ()),
+        ("protocol=https\nhost=evil-github.com\n\n", ()),
+        ("protocol=https\nhost=github.com:443\n\n", ()),              # a port must be configured
+        ("protocol=https\nhost=git.example.com\n\n", ("git.example.com:8443",)),
+        ("protocol=https\nhost=github.com\nhost=evil.example\n\n", ()),
+        ("host=github.com\n\n", ()),
+        ("protocol=https\n\n", ()),
+        ("protocol=https\nhost=\n\n", ()),
+        ("protocol=ssh\nhost=github.com\n\n", ()),
+        ("protocol=https\nhost=github.com\nusername=alice\n\n", ()),  # another account
+        ("\nprotocol=https\nhost=github.com\n\n", ()),                # the blank line ends it
+        ("", ()),
+    ]
+    for stdin, hosts in not_ours:
+        d.calls.clear()
+        rc, out, e = helper(sock, stdin, hosts=hosts or ("github.com",))
+        check(rc == 0 and out == "" and e == "" and not d.calls, f"credential-helper ignores {stdin[:50]!r}",
+              (rc, out, e, d.calls))
+    d.calls.clear()
+    rc, out, _ = helper(sock, "protocol=https\nhost=git.example.com:8443\n\n", hosts=("git.example.com:8443",))
+    check(rc == 0 and out == answer, "credential-helper: a --host with a port matches that port", out)
+    rc, out, _ = helper(sock, "protocol=https\nhost=[::1]:8443\n\n", hosts=("[::1]:8443",))
+    check(rc == 0 and out == answer, "credential-helper: an IPv6 literal with a port", out)
+
+    # store and erase keep nothing and say nothing, whatever the password; neither do unknown operations.
+    work = os.path.join(tmp, "helper-home")
+    os.makedirs(work, exist_ok=True)
+    for op in ("store", "erase", "frob"):
+        d.calls.clear()
+        rc, out, e = helper(sock, f"protocol=https\nhost=github.com\nusername=x-access-token\npassword={SECRET}\n"
+                            f"password_expiry_utc={exp}\n\n", op=op, cwd=work, env_extra={"HOME": work})
+        check(rc == 0 and out == "" and e == "" and not d.calls, f"credential-helper {op}: nothing, exit 0",
+              (rc, out, e, d.calls))
+    check(os.listdir(work) == [], "credential-helper store/erase: no file written", os.listdir(work))
+
+    # It stops at the blank line: git (or anyone) may keep its end open.
+    env = dict(os.environ, TOKEND_SOCKET=sock)
+    p = subprocess.Popen([TOKENCTL, "credential-helper", "gh", "--host", "github.com", "get"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdin.write(b"protocol=https\nhost=github.com\n\n")
+    p.stdin.flush()
+    try:
+        rc = p.wait(timeout=10)
+        out = p.stdout.read().decode()
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        rc, out = None, ""
+    for f in (p.stdin, p.stdout, p.stderr):
+        f.close()
+    check(rc == 0 and out == answer, "credential-helper: answers at the blank line, stdin still open", (rc, out))
+
+    # Caps on standard input; the input (which may hold a password) is never echoed.
+    too_much = [
+        (b"protocol=https\nhost=github.com\npath=" + b"p" * (64 * 1024 - 4) + b"\n\n", "longer than 65536"),
+        (b"protocol=https\nhost=github.com\n" + (b"x=" + b"y" * 60000 + b"\n") * 18 + b"\n", "longer than 1048576"),
+        (b"protocol=https\nhost=github.com\npassword=a\0b\n\n", "NUL"),
+        (b"protocol=https\nhost=github.com\nhunter2-typed-secret\n\n", "not key=value"),
+        (b"protocol=https\nhost=github.com\n=hunter2-typed-secret\n\n", "not key=value"),
+    ]
+    for stdin, says in too_much:
+        for op in ("get", "store"):
+            d.calls.clear()
+            rc, out, e = helper(sock, stdin, op=op)
+            check(rc == EXIT_USAGE and out == "" and says in e and "hunter2" not in e and "yyyy" not in e
+                  and not d.calls, f"credential-helper {op}: refuses input ({says})", (rc, out, e[:200]))
+
+    # tokend's answer: errors are tokenctl's exit codes; a token that could inject a line is refused.
+    for reply, code in [
+            (err("io.tokend.manager.NoSuchCredential", {"name": "gh"}), EXIT_NO_SUCH),
+            (ok({"token": "tok\nusername=evil", "token_type": "Bearer", "expires_at": exp, "scopes": []}),
+             EXIT_FAILURE),
+            (ok({"token": "tok en", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE),
+            (ok({"token": SECRET, "token_type": "Bearer", "expires_at": NOW - 1, "scopes": []}), EXIT_FAILURE),
+    ]:
+        d.answer("io.tokend.manager.GetToken", reply)
+        rc, out, e = helper(sock, "protocol=https\nhost=github.com\n\n")
+        check(rc == code and out == "" and "evil" not in e and SECRET not in e,
+              f"credential-helper: {json.dumps(reply)[:60]} exits {code}, prints nothing", (rc, out, e))
+
+
 def test_permission_denied(d, sock):
     d.answer("io.tokend.manager.ListPending", err("org.varlink.service.PermissionDenied"))
     d.answer("io.tokend.agent.WhoAmI", ok(WHOAMI))
@@ -450,13 +765,14 @@ def test_status(d, sock):
 
 def complete(sock, words):
     """Runs the bash completion for words (the last one being completed)."""
-    script = (f'source "{COMPLETION}"\n'
+    script = (f'source "{os.path.abspath(COMPLETION)}"\n'
               'COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 ))\n'
               '_tokenctl\nprintf "%s\\n" "${COMPREPLY[@]}"\n')
     env = dict(os.environ, TOKEND_SOCKET=sock)
     env["PATH"] = os.path.dirname(os.path.abspath(TOKENCTL)) + os.pathsep + env.get("PATH", "")
+    # In the test's own directory: file names completed are those of no other test.
     r = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bash", *words], capture_output=True,
-                       text=True, env=env, timeout=30)
+                       text=True, env=env, timeout=30, cwd=os.path.dirname(sock))
     return sorted(x for x in r.stdout.splitlines() if x)
 
 
@@ -475,30 +791,52 @@ def test_completion(d, sock):
             (["tokenctl", "--socket", sock, "grants", "revoke", "g-"], ["g-3", "g-4"]),
             (["tokenctl", "grants", "revoke", "g-3", ""], []),
             (["tokenctl", "whoami", "--"], ["--json"]),
+            (["tokenctl", "ex"], ["exec"]),
+            (["tokenctl", "cred"], ["credential-helper"]),
+            (["tokenctl", "exec", "gh", "--"], ["--env", "--min-ttl", "--resource", "--scope"]),
+            (["tokenctl", "exec", "gh", "--env", ""], ["GH_TOKEN", "GITHUB_TOKEN", "GITLAB_TOKEN", "TOKEND_TOKEN"]),
+            (["tokenctl", "exec", "gh", "--", "python"], None),  # the command: from $PATH
+            (["tokenctl", "exec", "gh", "--", "true", "--"], []),  # the command's own words: not ours
+            (["tokenctl", "credential-helper", "gh", "--"],
+             ["--host", "--min-ttl", "--resource", "--scope", "--username"]),
+            (["tokenctl", "credential-helper", "gh", "--host", "github.com", ""], ["erase", "get", "store"]),
+            (["tokenctl", "credential-helper", "gh", "--username", ""], ["oauth2", "x-access-token"]),
     ]:
+        if want is None:
+            got = complete(sock, words)
+            check("python3" in got and all(g.startswith("python") for g in got), f"completion of {words[1:]}", got)
+            continue
         got = complete(sock, words)
         check(got == want, f"completion of {words[1:]}", got)
 
 
 def test_docs():
     rc, out, _ = tokenctl("help")
-    verbs = re.findall(r"^  ([a-z]+) ", out, re.M)
-    check(rc == 0 and {"pending", "watch", "approve", "deny", "grants", "reload", "whoami"} <= set(verbs),
-          "help lists the new verbs", verbs)
+    verbs = re.findall(r"^  ([a-z][a-z-]*) ", out, re.M)
+    check(rc == 0 and {"pending", "watch", "approve", "deny", "grants", "reload", "whoami", "exec",
+                       "credential-helper"} <= set(verbs), "help lists the new verbs", verbs)
     with open(MAN_PAGE, encoding="utf-8") as f:
         man = f.read()
+    # The helpers' limits are said plainly: in tokenctl(1) and docs/helpers.md.
+    helpers_md = os.path.join(os.path.dirname(os.path.abspath(MAN_PAGE)), "..", "docs", "helpers.md")
+    with open(helpers_md, encoding="utf-8") as f:
+        helpers = f.read()
+    for doc, text in (("tokenctl(1)", man.replace("\\-", "-")), ("docs/helpers.md", helpers)):
+        for want in ("not renewed", "TOKEND_TOKEN_EXPIRES_AT", "Subscribe", "x-access-token", "oauth2",
+                     "password_expiry_utc", "127", "126", "credential-helper", "300"):
+            check(want in text, f"{doc} mentions {want}")
     with open(COMPLETION, encoding="utf-8") as f:
         completion = f.read()
     listed = set(re.search(r'local verbs="([^"]*)"', completion).group(1).split())
     for v in verbs:
-        check(re.search(r'^(\.B|\.BI|\\fB)\s*"?' + v + r'\b', man, re.M), f"tokenctl(1) documents {v}")
+        check(re.search(r'^(\.B|\.BI|\\fB)\s*"?' + v.replace("-", r"\\?-") + r'\b', man, re.M),
+              f"tokenctl(1) documents {v}")
         check(v in listed, f"the completion offers {v}", listed)
 
 
 def main():
-    test_no_daemon()
-    test_usage()
-    test_docs()
+    # The fake tokend's canned requests count down from NOW: their tests come first, so that a
+    # slow machine (or a sanitizer build) does not change the times they show.
     with tempfile.TemporaryDirectory(prefix="tokenctl-cli.") as tmp:
         sock = os.path.join(tmp, "socket")
         d = FakeTokend(sock)
@@ -507,9 +845,17 @@ def main():
                       test_permission_denied, test_whoami, test_status, test_completion):
                 d.handlers.clear()
                 t(d, sock)
+            for t in (test_exec, test_credential_helper):
+                d.handlers.clear()
+                d.calls.clear()
+                t(d, sock, tmp)
         finally:
             d.stop.set()
             d.sock.close()
+    test_no_daemon()
+    test_usage()
+    test_docs()
+    test_helpers_usage()
     print(f"{failures} failure(s)")
     return 1 if failures else 0
 

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/* client/tokenctl-token.c: see tokenctl-token.h. The token travels from
+ * tokend's reply to stdout (or to the helper that passes it on) and nowhere
+ * else: the replies are released with json_object_put_erase(), and no
+ * message ever shows a token. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "tokenctl-token.h"
+#include "tokenctl.h"
+#include "varlink.h"
+
+/* One call on a connection of its own, waiting up to timeout_usec for the
+ * reply; takes ownership of params. Returns an exit code; on EXIT_OK *ret
+ * holds the reply parameters. As tokenctl_call(), with a timeout: an agent's
+ * request may wait for the owner's consent far longer than CALL_TIMEOUT_USEC. */
+static int call_timeout(const char *method, json_object *params, uint64_t timeout_usec, json_object **ret,
+                        const char *name) {
+        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+        _cleanup_(json_object_put_erasep) json_object *reply = NULL;
+        const char *error = NULL;
+        int r = tokenctl_connect(&c);
+        if (r < 0) {
+                json_object_put_erase(params);
+                return -r;
+        }
+        r = varlink_client_call(c, method, params, 0, timeout_usec, &reply, &error, NULL);
+        if (r < 0) {
+                fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", strerror(-r));
+                return r == -EPERM || r == -ECONNRESET ? EXIT_NO_DAEMON : EXIT_FAILURE_;
+        }
+        if (error)
+                return tokenctl_report_error(method, error, reply, name);
+        *ret = TAKE_PTR(reply);
+        return EXIT_OK;
+}
+
+int tokenctl_fetch_token(const char *name, json_object *scopes, const char *resource, int64_t min_ttl,
+                         json_object **ret_reply) {
+        json_object *p = json_object_new_object();
+        if (!p)
+                return EXIT_FAILURE_;
+        json_object_object_add(p, "credential", json_object_new_string(name));
+        if (scopes && json_object_array_length(scopes) > 0)
+                json_object_object_add(p, "scopes", json_object_get(scopes));
+        if (resource)
+                json_object_object_add(p, "resource", json_object_new_string(resource));
+        if (min_ttl >= 0)
+                json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
+
+        /* The owner (whom the manager interface answers) gets its own token
+         * without policy or consent. Anyone else, e.g. an agent running
+         * tokenctl in its own unit, goes through the agent interface: its
+         * policy applies, and in ask mode the call waits for the owner's
+         * consent (tokend bounds that wait: --consent-timeout). */
+        _cleanup_(json_object_put_erasep) json_object *who = NULL, *reply = NULL;
+        int r = call_timeout("io.tokend.agent.WhoAmI", NULL, CALL_TIMEOUT_USEC, &who, NULL);
+        if (r != EXIT_OK) {
+                json_object_put(p);
+                return r;
+        }
+        json_object *v;
+        bool owner = json_object_object_get_ex(who, "manager", &v) && json_object_get_boolean(v);
+        if (owner)
+                r = call_timeout("io.tokend.manager.GetToken", p, CALL_TIMEOUT_USEC, &reply, name);
+        else
+                r = call_timeout("io.tokend.agent.GetToken", p, AGENT_TOKEN_TIMEOUT_USEC, &reply, name);
+        if (r != EXIT_OK)
+                return r;
+        *ret_reply = TAKE_PTR(reply);
+        return EXIT_OK;
+}
+
+int tokenctl_token_usable(json_object *reply, const char **ret_token, int64_t *ret_expires_at) {
+        json_object *v;
+        if (!json_object_object_get_ex(reply, "token", &v) || !json_object_is_type(v, json_type_string)) {
+                fprintf(stderr, "tokenctl: tokend's reply holds no token.\n");
+                return EXIT_FAILURE_;
+        }
+        /* The length json-c knows, not strlen(): a "\u0000" would cut it short. */
+        const char *token = json_object_get_string(v);
+        size_t l = (size_t) json_object_get_string_len(v);
+        if (l == 0 || l > TOKEN_LEN_MAX) {
+                fprintf(stderr, "tokenctl: tokend's token is empty or longer than %u bytes.\n", TOKEN_LEN_MAX);
+                return EXIT_FAILURE_;
+        }
+        for (size_t i = 0; i < l; i++)
+                if ((unsigned char) token[i] <= ' ' || (unsigned char) token[i] >= 0x7f) {
+                        fprintf(stderr, "tokenctl: tokend's token holds a blank, control or non-ASCII character, "
+                                "so it is not passed on.\n");
+                        return EXIT_FAILURE_;
+                }
+        int64_t expires_at = json_int(reply, "expires_at", -1);
+        if (expires_at <= (int64_t) time(NULL)) {
+                fprintf(stderr, "tokenctl: tokend's token has no expiry, or has expired.\n");
+                return EXIT_FAILURE_;
+        }
+        *ret_token = token;
+        *ret_expires_at = expires_at;
+        return EXIT_OK;
+}
+
+bool tokenctl_credential_name_valid(const char *verb, const char *name) {
+        if (strlen(name) > CREDENTIAL_NAME_MAX) {
+                fprintf(stderr, "tokenctl %s: a credential name has at most %u characters.\n", verb,
+                        CREDENTIAL_NAME_MAX);
+                return false;
+        }
+        return true;
+}
+
+bool tokenctl_resource_valid(const char *verb, const char *resource) {
+        if (strlen(resource) > RESOURCE_LEN_MAX) {
+                fprintf(stderr, "tokenctl %s: --resource takes at most %u characters.\n", verb, RESOURCE_LEN_MAX);
+                return false;
+        }
+        return true;
+}
+
+int tokenctl_parse_min_ttl(const char *verb, const char *arg, int64_t *ret) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(arg, &end, 10);
+        if (errno || end == arg || *end || v < 0) {
+                fprintf(stderr, "tokenctl %s: --min-ttl takes a number of seconds.\n", verb);
+                return -EINVAL;
+        }
+        *ret = v;
+        return 0;
+}
+
+int tokenctl_token(int argc, char *argv[]) {
+        enum { ARG_SCOPE = 0x100, ARG_RESOURCE, ARG_MIN_TTL };
+        static const struct option options[] = {
+                { "scope", required_argument, NULL, ARG_SCOPE },
+                { "resource", required_argument, NULL, ARG_RESOURCE },
+                { "min-ttl", required_argument, NULL, ARG_MIN_TTL },
+                {},
+        };
+        _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
+        const char *resource = NULL;
+        int64_t min_ttl = -1;
+        int c;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case ARG_SCOPE:
+                        if (tokenctl_add_scopes(scopes, optarg) < 0)
+                                return EXIT_USAGE;
+                        break;
+                case ARG_RESOURCE:
+                        if (!tokenctl_resource_valid("token", optarg))
+                                return EXIT_USAGE;
+                        resource = optarg;
+                        break;
+                case ARG_MIN_TTL:
+                        if (tokenctl_parse_min_ttl("token", optarg, &min_ttl) < 0)
+                                return EXIT_USAGE;
+                        break;
+                default:
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind != argc - 1) {
+                fprintf(stderr, "tokenctl token: usage: tokenctl token NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]\n");
+                return EXIT_USAGE;
+        }
+        const char *name = argv[optind];
+        if (!tokenctl_credential_name_valid("token", name))
+                return EXIT_USAGE;
+
+        _cleanup_(json_object_put_erasep) json_object *reply = NULL;
+        int r = tokenctl_fetch_token(name, scopes, resource, min_ttl, &reply);
+        if (r != EXIT_OK)
+                return r;
+        if (arg_json)
+                printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+        else
+                printf("%s\n", strempty(json_str(reply, "token")));
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAILURE_;
+}
