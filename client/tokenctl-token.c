@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* client/tokenctl-token.c: see tokenctl-token.h. The token travels from
+/* client/tokenctl-token.c: see tokenctl-token.h. Tokens come through
+ * libtokend (linked statically), as for any agent. The token travels from
  * tokend's reply to stdout (or to the helper that passes it on) and nowhere
  * else: the replies are released with json_object_put_erase(), and no
  * message ever shows a token. */
@@ -10,6 +11,7 @@
 #include "common/util.h"
 #include "tokenctl-token.h"
 #include "tokenctl.h"
+#include "tokend.h"
 #include "varlink.h"
 
 /* One call on a connection of its own, waiting up to timeout_usec for the
@@ -37,40 +39,96 @@ static int call_timeout(const char *method, json_object *params, uint64_t timeou
         return EXIT_OK;
 }
 
+/* Explains a failed tokend_get_token() as tokenctl explains every error,
+ * and returns the exit code. */
+static int report_library_error(tokend_client *c, int code, const char *method, const char *name) {
+        const tokend_error *e = tokend_client_error(c);
+        const char *error = tokend_error_name(e);
+        if (error) {
+                /* The daemon answered with an error: the same words as for any call. */
+                _cleanup_(json_object_putp) json_object *p = json_tokener_parse(tokend_error_parameters_json(e));
+                return tokenctl_report_error(method, error, p, name);
+        }
+        switch (code) {
+        case TOKEND_ERR_NOT_REACHABLE:
+                fprintf(stderr, "tokenctl: cannot connect to tokend at %s: %s.\n"
+                        "Is it running? Try 'systemctl --user start tokend.socket'.\n",
+                        strna(tokend_client_socket_path(c)), strna(tokend_error_reason(e)));
+                return EXIT_NO_DAEMON;
+        case TOKEND_ERR_DISCONNECTED:
+                fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", tokend_strerror(code));
+                return EXIT_NO_DAEMON;
+        case TOKEND_ERR_INVALID_ARGUMENT:
+                fprintf(stderr, "tokenctl: %s.\n", tokend_strerror(code));
+                return EXIT_USAGE;
+        default:
+                fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", tokend_strerror(code));
+                return EXIT_FAILURE_;
+        }
+}
+
+/* The reply as tokend sent it: token, token_type, expires_at, scopes. */
+static json_object *token_to_json(const tokend_token *t) {
+        json_object *o = json_object_new_object(), *a = json_object_new_array();
+        if (!o || !a) {
+                json_object_put(o);
+                json_object_put(a);
+                return NULL;
+        }
+        json_object_object_add(o, "token", json_object_new_string(tokend_token_value(t)));
+        json_object_object_add(o, "token_type", json_object_new_string(strempty(tokend_token_type(t))));
+        json_object_object_add(o, "expires_at", json_object_new_int64(tokend_token_expires_at(t)));
+        for (const char *const *s = tokend_token_scopes(t); s && *s; s++)
+                json_object_array_add(a, json_object_new_string(*s));
+        json_object_object_add(o, "scopes", a);
+        return o;
+}
+
 int tokenctl_fetch_token(const char *name, json_object *scopes, const char *resource, int64_t min_ttl,
                          json_object **ret_reply) {
-        json_object *p = json_object_new_object();
-        if (!p)
-                return EXIT_FAILURE_;
-        json_object_object_add(p, "credential", json_object_new_string(name));
-        if (scopes && json_object_array_length(scopes) > 0)
-                json_object_object_add(p, "scopes", json_object_get(scopes));
-        if (resource)
-                json_object_object_add(p, "resource", json_object_new_string(resource));
-        if (min_ttl >= 0)
-                json_object_object_add(p, "min_ttl", json_object_new_int64(min_ttl));
-
         /* The owner (whom the manager interface answers) gets its own token
          * without policy or consent. Anyone else, e.g. an agent running
          * tokenctl in its own unit, goes through the agent interface: its
          * policy applies, and in ask mode the call waits for the owner's
          * consent (tokend bounds that wait: --consent-timeout). */
-        _cleanup_(json_object_put_erasep) json_object *who = NULL, *reply = NULL;
+        _cleanup_(json_object_put_erasep) json_object *who = NULL;
         int r = call_timeout("io.tokend.agent.WhoAmI", NULL, CALL_TIMEOUT_USEC, &who, NULL);
-        if (r != EXIT_OK) {
-                json_object_put(p);
-                return r;
-        }
-        json_object *v;
-        bool owner = json_object_object_get_ex(who, "manager", &v) && json_object_get_boolean(v);
-        if (owner)
-                r = call_timeout("io.tokend.manager.GetToken", p, CALL_TIMEOUT_USEC, &reply, name);
-        else
-                r = call_timeout("io.tokend.agent.GetToken", p, AGENT_TOKEN_TIMEOUT_USEC, &reply, name);
         if (r != EXIT_OK)
                 return r;
-        *ret_reply = TAKE_PTR(reply);
-        return EXIT_OK;
+        json_object *v;
+        bool owner = json_object_object_get_ex(who, "manager", &v) && json_object_get_boolean(v);
+
+        /* The token itself comes through libtokend, as for any agent. */
+        size_t n = scopes ? json_object_array_length(scopes) : 0;
+        _cleanup_free_ const char **sv = calloc(n + 1, sizeof *sv);
+        if (!sv)
+                return EXIT_FAILURE_;
+        for (size_t i = 0; i < n; i++)
+                sv[i] = json_object_get_string(json_object_array_get_idx(scopes, i));
+        _cleanup_free_ char *path = NULL;
+        if (tokenctl_socket_path(&path) < 0)
+                return EXIT_NO_DAEMON; /* WhoAmI above found it: cannot happen */
+
+        tokend_client *c = NULL;
+        int code = tokend_client_new(path, &c);
+        if (code < 0) {
+                fprintf(stderr, "tokenctl: %s.\n", tokend_strerror(code));
+                return EXIT_FAILURE_;
+        }
+        (void) tokend_client_set_timeout(c, owner ? CALL_TIMEOUT_USEC : AGENT_TOKEN_TIMEOUT_USEC);
+        tokend_token *t = NULL;
+        code = tokend_get_token(c, name, n > 0 ? sv : NULL, resource, min_ttl >= 0 ? min_ttl : TOKEND_MIN_TTL_DEFAULT,
+                                owner ? TOKEND_FLAG_MANAGER : 0, &t);
+        if (code < 0)
+                r = report_library_error(c, code, owner ? "io.tokend.manager.GetToken" : "io.tokend.agent.GetToken",
+                                         name);
+        else if (!(*ret_reply = token_to_json(t)))
+                r = EXIT_FAILURE_;
+        else
+                r = EXIT_OK;
+        tokend_token_free(t);
+        tokend_client_free(c);
+        return r;
 }
 
 int tokenctl_token_usable(json_object *reply, const char **ret_token, int64_t *ret_expires_at) {

@@ -35,7 +35,7 @@ typedef struct Verb {
 
 static const Verb verbs[];
 
-static int socket_path(char **ret) {
+int tokenctl_socket_path(char **ret) {
         const char *p = arg_socket ?: getenv("TOKEND_SOCKET");
         if (p) {
                 *ret = strdup(p);
@@ -49,7 +49,7 @@ static int socket_path(char **ret) {
 
 int tokenctl_connect(VarlinkClient **ret) {
         _cleanup_free_ char *path = NULL;
-        int r = socket_path(&path);
+        int r = tokenctl_socket_path(&path);
         if (r < 0) {
                 fprintf(stderr, "tokenctl: cannot find tokend: set $XDG_RUNTIME_DIR or $TOKEND_SOCKET, or pass --socket.\n");
                 return -EXIT_NO_DAEMON;
@@ -140,7 +140,7 @@ static void explain_manager_denied(void) {
         const char *error = NULL;
         json_object *policy = NULL;
 
-        if (socket_path(&path) < 0 || varlink_client_connect(path, &c) < 0 ||
+        if (tokenctl_socket_path(&path) < 0 || varlink_client_connect(path, &c) < 0 ||
             varlink_client_call(c, "io.tokend.agent.WhoAmI", NULL, 0, 5 * USEC_PER_SEC, &who, &error, NULL) < 0 ||
             error)
                 return;
@@ -705,7 +705,7 @@ static int verb_status(int argc, char *argv[]) {
         bool healthy = trouble == 0 && streq(store_state, "ok");
         printf("%s tokend %s\n", healthy ? "\xe2\x97\x8f" : "\xc3\x97", strna(json_str(info, "version")));
         _cleanup_free_ char *path = NULL;
-        (void) socket_path(&path);
+        (void) tokenctl_socket_path(&path);
         printf("      Socket: %s\n", strna(path));
         printf("       Store: %s (%s", strna(json_str(list, "store")), store_state);
         if (json_str(list, "store_reason"))

@@ -61,6 +61,10 @@ static inline json_object *json_array(json_object *o, const char *key) {
         return NULL;
 }
 
+/* The socket path: --socket, $TOKEND_SOCKET, or $XDG_RUNTIME_DIR/tokend/socket.
+ * -ENXIO when none is set, -ENOMEM. */
+int tokenctl_socket_path(char **ret);
+
 /* Connects to tokend. 0, or minus an exit code after saying why on stderr. */
 int tokenctl_connect(VarlinkClient **ret);
 

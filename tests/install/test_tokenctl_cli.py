@@ -560,9 +560,10 @@ def test_exec(d, sock, tmp):
         (ok({"token": "two\nlines", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE,
          "control"),
         (ok({"token": "", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE, "empty"),
-        (ok({"token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE, "no token"),
+        # libtokend refuses a reply without a token or an expiry as a protocol error.
+        (ok({"token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE, "tokend's reply"),
         (ok({"token": SECRET, "token_type": "Bearer", "expires_at": NOW - 5, "scopes": []}), EXIT_FAILURE, "expired"),
-        (ok({"token": SECRET, "token_type": "Bearer", "scopes": []}), EXIT_FAILURE, "no expiry"),
+        (ok({"token": SECRET, "token_type": "Bearer", "scopes": []}), EXIT_FAILURE, "tokend's reply"),
     ]
     for reply, code, says in bad_replies:
         d.answer("io.tokend.manager.GetToken", reply)
