@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "crash-point.h"
 #include "fileio.h"
 #include "util.h"
 
@@ -42,6 +43,7 @@ int write_file_atomic(const char *dir, const char *name, const void *data, size_
                 r = -errno;
                 goto fail;
         }
+        crash_point("state-write"); /* leaves the temporary file behind */
         if (renameat(dfd, tmp, dfd, name) < 0) {
                 r = -errno;
                 goto fail;

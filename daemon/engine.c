@@ -7,6 +7,7 @@
 
 #include "audit.h"
 #include "consent.h"
+#include "common/crash-point.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -717,6 +718,7 @@ static int cred_flush_store(Credential *c) {
         if (r < 0)
                 return log_error_errno(r, "Credential %s: cannot save the rotated refresh token: %m", c->name);
         c->store_dirty = false;
+        crash_point("refresh-saved"); /* durable, no access token handed out yet */
         engine_audit(c, AUDIT_ROTATE, NULL, NULL, NULL, NULL, NULL);
         return 0;
 }
@@ -750,6 +752,9 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
         switch (o) {
         case OAUTH_OK: {
                 c->refresh_latency = now_boot() - c->refresh_started;
+                /* The provider may have rotated the refresh token: the new
+                 * one exists only in this response until it is saved. */
+                crash_point("refresh-response");
                 /* On behalf of the first waiter, if any; else proactive (no agent). */
                 engine_audit(c, AUDIT_REFRESH, e && e->waiters ? e->waiters->call : NULL, e ? &e->scopes : NULL,
                              e ? e->resource : NULL, t.access_token, NULL);
@@ -847,6 +852,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
 }
 
 static int cred_start_refresh(Credential *c, TokenEntry *e) {
+        crash_point("refresh-send");
         int r = engine_refresh_request(c, e->full_scope ? NULL : &e->scopes, e->resource, cred_on_refresh_done, c,
                                        &c->inflight);
         if (r < 0)

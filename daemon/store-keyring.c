@@ -7,6 +7,7 @@
 #include <keyutils.h>
 #include <stdio.h>
 
+#include "common/crash-point.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "store.h"
@@ -37,6 +38,7 @@ static int keyring_save(Store *s, const char *credential, SecretKind kind, const
         key_serial_t key = add_key("user", desc, secret, strlen(secret), k->keyring);
         if (key < 0)
                 return -errno;
+        crash_point("store-save"); /* written, and the save has not returned */
         if (keyctl_setperm(key, KEY_PERM_OWNER) < 0)
                 return -errno;
         return 0;
