@@ -193,7 +193,8 @@ def build_and_install(work):
     stage = os.path.join(work, "stage")
     log(f"building into {build} with --prefix={prefix}")
     for args in (["meson", "setup", "--prefix", prefix, build, REPO],
-                 ["ninja", "-C", build, "daemon/tokend", "client/tokenctl"],
+                 # What `meson install` installs: the programs and libtokend.
+                 ["ninja", "-C", build, "daemon/tokend", "client/tokenctl", "lib/libtokend.so.0.1.0"],
                  ["meson", "install", "-C", build, "--destdir", stage, "--no-rebuild"]):
         r = subprocess.run(args, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
