@@ -698,7 +698,7 @@ static void cred_schedule_retry(Credential *c, int64_t retry_after) {
         }
         c->retry_at = now_boot() + d;
         if (!c->retry_timer) {
-                if (sd_event_add_time(c->manager->event, &c->retry_timer, CLOCK_BOOTTIME, c->retry_at, 0,
+                if (sd_event_add_time(c->manager->event, &c->retry_timer, CLOCK_BOOTTIME, c->retry_at, USEC_PER_MSEC,
                                       cred_on_retry, c) < 0) {
                         c->retry_at = 0;
                         return;
@@ -995,7 +995,7 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
         w->call = call;
         w->min_ttl = min_ttl;
         w->max_lifetime = max_lifetime;
-        r = sd_event_add_time_relative(m->event, &w->timeout, CLOCK_BOOTTIME, m->request_timeout_usec, 0,
+        r = sd_event_add_time_relative(m->event, &w->timeout, CLOCK_BOOTTIME, m->request_timeout_usec, USEC_PER_MSEC,
                                        waiter_on_timeout, w);
         if (r < 0) {
                 free(w);

@@ -190,7 +190,9 @@ int http_new(sd_event *event, const HttpOptions *opts, Http **ret) {
                 http_free(h);
                 return -ENOMEM;
         }
-        r = sd_event_add_time(event, &h->timer, CLOCK_MONOTONIC, UINT64_MAX, 0, http_on_timer, h);
+        /* Accuracy 1 µs: libcurl's timeouts are mostly "now" or a few ms, and
+         * 0 would mean sd-event's default slack of 250 ms on every request. */
+        r = sd_event_add_time(event, &h->timer, CLOCK_MONOTONIC, UINT64_MAX, 1, http_on_timer, h);
         if (r < 0) {
                 http_free(h);
                 return r;
