@@ -170,8 +170,10 @@ int tokenctl_report_error(const char *method, const char *error, json_object *p,
                 return EXIT_NO_SUCH;
         }
         if (streq(member, "ReauthenticationRequired")) {
-                fprintf(stderr, "tokenctl: credential '%s' needs a new login: the provider rejected its refresh token.\n"
-                        "Add a new refresh token with 'tokenctl add %s --replace ...'.\n", cred, cred);
+                fprintf(stderr, "tokenctl: credential '%s' needs a new login: the provider rejected its refresh token "
+                        "or its client credentials ('tokenctl list' shows which).\n"
+                        "Log in again ('tokenctl login %s ...'), or add a new refresh token with "
+                        "'tokenctl add %s --replace ...'.\n", cred, cred, cred);
                 return EXIT_REAUTH;
         }
         if (streq(member, "ProviderUnavailable")) {
