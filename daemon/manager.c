@@ -528,7 +528,6 @@ static int manager_load_state(Manager *m, json_object *root) {
 static int on_connect(VarlinkServer *s, VarlinkConnection *conn, void *userdata) {
         Manager *m = userdata;
         const VarlinkPeer *peer = varlink_connection_peer(conn);
-        (void) s;
 
         if (m->stopping)
                 return -ESHUTDOWN;
@@ -560,6 +559,14 @@ static int on_connect(VarlinkServer *s, VarlinkConnection *conn, void *userdata)
                                               .reason = "org.varlink.service.PermissionDenied",
                                               .message = "tokend deny: connection from another uid refused" });
                 return -EPERM;
+        }
+        if (peer->uid != m->owner_uid &&
+            varlink_server_connections_of_uid(s, peer->uid) > CONNECTIONS_PER_UID_MAX) {
+                /* A sandbox uid may not take the slots the owner and its
+                 * agents need. */
+                log_notice("Refusing connection from uid %u (pid %d): it has %u open already", (unsigned) peer->uid,
+                           (int) peer->pid, CONNECTIONS_PER_UID_MAX);
+                return -EUSERS;
         }
         return 0;
 }

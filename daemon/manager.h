@@ -24,6 +24,8 @@ typedef struct ConsentRequest ConsentRequest;
 typedef struct ConsentWatcher ConsentWatcher;
 
 #define CREDENTIALS_MAX 256U
+/* Connections of each uid other than the owner's (of VARLINK_CONNECTIONS_MAX_DEFAULT in all). */
+#define CONNECTIONS_PER_UID_MAX 1024U
 
 typedef struct ManagerConfig {
         const char *socket_path;       /* NULL: socket activation or $XDG_RUNTIME_DIR/tokend/socket */

@@ -451,7 +451,20 @@ static int connection_dispatch(VarlinkConnection *c, json_object *m) {
 }
 
 static void connection_process(VarlinkConnection *c) {
+        unsigned dispatched = 0;
+
         while (!c->dead && !c->call && !c->closing) {
+                /* Backpressure: a caller that does not read its replies gets
+                 * no further calls answered (nor read) until it does. */
+                if (c->stream.wlen - c->stream.wpos >= VARLINK_OUTPUT_BACKPRESSURE)
+                        break;
+                /* Fairness: after a few calls, the other connections get their
+                 * turn; the rest of this one's input waits for its next one. */
+                if (dispatched >= VARLINK_DISPATCH_BATCH) {
+                        connection_schedule(c);
+                        break;
+                }
+                dispatched++;
                 json_object *m = NULL;
                 int r = varlink_stream_next(&c->stream, &m);
                 if (r == 0)
@@ -770,6 +783,13 @@ int varlink_server_listen_path(VarlinkServer *s, const char *path, mode_t mode) 
                 return r;
         TAKE_FD(fd);
         return 0;
+}
+
+unsigned varlink_server_connections_of_uid(VarlinkServer *s, uid_t uid) {
+        unsigned n = 0;
+        for (VarlinkConnection *c = s->connections; c; c = c->next)
+                n += c->peer.uid == uid;
+        return n;
 }
 
 unsigned varlink_server_connection_count(VarlinkServer *s) {

@@ -17,6 +17,12 @@
 #define VARLINK_DEPTH_MAX_DEFAULT 32
 #define VARLINK_OUTPUT_MAX (16U * 1024U * 1024U)
 #define VARLINK_CONNECTIONS_MAX_DEFAULT 4096U
+/* A connection with this much output unread gets no further call answered
+ * until its reader catches up: what a caller that never reads costs stays
+ * near this, not VARLINK_OUTPUT_MAX. */
+#define VARLINK_OUTPUT_BACKPRESSURE (1U * 1024U * 1024U)
+/* Calls taken from one connection before the others get their turn. */
+#define VARLINK_DISPATCH_BATCH 16U
 
 /* Standard errors of org.varlink.service. */
 #define VARLINK_ERROR_INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
@@ -107,6 +113,8 @@ int varlink_server_listen_fd(VarlinkServer *s, int fd);
 int varlink_server_listen_path(VarlinkServer *s, const char *path, mode_t mode);
 
 unsigned varlink_server_connection_count(VarlinkServer *s);
+/* Connections open from uid (a new one counts once its connect callback runs). */
+unsigned varlink_server_connections_of_uid(VarlinkServer *s, uid_t uid);
 
 /* ---- connections and calls (server side) ---- */
 

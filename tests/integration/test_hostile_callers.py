@@ -19,7 +19,7 @@
 (g) org.varlink.service.GetInfo with parameters missing, null or {} works.
 (i) 50 callers that hang up while their refresh is in flight do not disturb the daemon.
 (j) A caller that pipelines 20000 calls and never reads its replies does not stop others being
-    served.
+    served (the daemon stops reading it once 1 MiB of its replies waits: backpressure).
 (h) At the end the daemon process is still running and serving GetToken.
 """
 import json
@@ -347,7 +347,9 @@ def greedy_reader(d):
     n_calls = 20000
     frame = encode_call("org.varlink.service.GetInterfaceDescription", {"interface": "io.tokend.agent"})
     keep = d.connect()
-    c = d.connect(timeout=60)
+    # The daemon stops taking this caller's calls once 1 MiB of replies waits
+    # unread (backpressure): sendall() then blocks, and gives up after 5 s.
+    c = d.connect(timeout=5)
     try:
         closed = False
         t0 = time.monotonic()
