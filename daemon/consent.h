@@ -51,12 +51,13 @@ int consent_get_token(Manager *m, VarlinkCall *call, const char *credential, Sco
 
 /* Judges a Subscribe stream again before a renewal, or after a reload: 0 if
  * the policy still allows (credential, scopes, resource) to the caller of
- * `call` and, in ask mode, the grant the stream runs under (the call's tag)
- * still covers it. -EPERM with *ret_error and *ret_params (owned by the
- * caller) saying why not: CallerGone, PermissionDenied, PolicyDenied,
- * ScopeNotAllowed, LifetimeTooShort or ConsentEnded. -ENOMEM. */
+ * `call` and, in ask mode and with check_grant, the grant the stream runs
+ * under (the call's tag) still covers it. -EPERM with *ret_error and
+ * *ret_params (owned by the caller) saying why not: CallerGone,
+ * PermissionDenied, PolicyDenied, ScopeNotAllowed, LifetimeTooShort or
+ * ConsentEnded. -ENOMEM. */
 int consent_check_stream(Manager *m, VarlinkCall *call, Credential *c, const ScopeSet *scopes, const char *resource,
-                         int64_t min_ttl, const char **ret_error, json_object **ret_params);
+                         int64_t min_ttl, bool check_grant, const char **ret_error, json_object **ret_params);
 
 /* The manager methods. Each answers the call itself. */
 int consent_list_pending(Manager *m, VarlinkCall *call);

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "engine.h"
+#include "policy.h"
 
 #define ENTRIES_MAX 64U
 #define BACKOFF_MIN_USEC (1 * USEC_PER_SEC)
@@ -370,8 +371,11 @@ static int entry_new(Credential *c, ScopeSet *scopes, const char *resource, Toke
         return 0;
 }
 
-/* Installs a fresh token in the entry and plans its proactive refresh. */
-static int entry_set_token(TokenEntry *e, const TokenResponse *t) {
+/* Installs a fresh token in the entry and plans its proactive refresh.
+ * issued: when the token was asked for (boottime usec; 0: now). Its life is
+ * counted from then, so that what agents are told never exceeds the truth
+ * by the provider's latency. */
+static int entry_set_token(TokenEntry *e, const TokenResponse *t, uint64_t issued) {
         Credential *c = e->cred;
         char *at = secret_strdup(t->access_token);
         char *type = strdup(t->token_type ?: "Bearer");
@@ -392,7 +396,7 @@ static int entry_set_token(TokenEntry *e, const TokenResponse *t) {
         e->granted = granted;
         e->generation++;
 
-        uint64_t now = now_boot();
+        uint64_t now = issued ?: now_boot();
         e->lifetime = (uint64_t) t->expires_in * USEC_PER_SEC;
         e->expires = now + e->lifetime;
         /* Refresh at 75-80% of the lifetime: the jitter spreads refreshes of
@@ -404,6 +408,16 @@ static int entry_set_token(TokenEntry *e, const TokenResponse *t) {
         e->refresh_at = delay < e->lifetime ? now + delay : 0;
         entry_schedule(e);
         return 0;
+}
+
+/* The instant a fresh token's remaining life is judged at, against the
+ * min_ttl of those waiting for it: its issue (when it was asked for), so a
+ * min_ttl equal to the provider's lifetime is met rather than missed by the
+ * milliseconds of the round trip; but never more than a second before now,
+ * so that an answer held up for long is judged for what is left of it. */
+static uint64_t entry_judged_at(TokenEntry *e) {
+        uint64_t issued = e->expires - e->lifetime, now = now_boot();
+        return now > issued + USEC_PER_SEC ? now - USEC_PER_SEC : issued;
 }
 
 /* ---- subscribers (io.tokend.agent.Subscribe) ---- */
@@ -440,7 +454,14 @@ static uint64_t subscriber_need_usec(Subscriber *s) {
  * next one: a fixed lead plus what the provider took last time. */
 static uint64_t cred_lead_usec(Credential *c) {
         uint64_t latency = c->refresh_latency;
-        return SUBSCRIBE_LEAD_USEC + (latency < SUBSCRIBE_LATENCY_MAX_USEC ? latency : SUBSCRIBE_LATENCY_MAX_USEC);
+        if (latency > SUBSCRIBE_LATENCY_MAX_USEC)
+                latency = SUBSCRIBE_LATENCY_MAX_USEC;
+        /* Single flight: a renewal may have to wait for the refreshes of the
+         * credential's other streamed keys before its own. */
+        unsigned n = 0;
+        for (TokenEntry *e = c->entries; e; e = e->next)
+                n += e->subscribers != NULL;
+        return SUBSCRIBE_LEAD_USEC + latency * (n > 0 ? n : 1);
 }
 
 static uint64_t subscriber_lead_usec(Subscriber *s) {
@@ -466,6 +487,12 @@ static void subscriber_schedule(Subscriber *s, bool renewal_asked) {
                 log_warning("Cannot arm the renewal timer of a subscriber of credential %s", s->entry->cred->name);
 }
 
+/* MaxLifetime= as the policy in force says (a reload may have changed it). */
+static void subscriber_update_limits(Subscriber *s) {
+        Manager *m = s->entry->cred->manager;
+        s->max_lifetime = policy_agent_max_lifetime_usec(policy_match(m->policy, audit_call_agent(s->call)));
+}
+
 /* Sends the entry's token to the subscriber. check: judge the policy and the
  * grant the stream runs under first (every delivery but the first, which was
  * just decided). */
@@ -476,8 +503,8 @@ static void subscriber_deliver(Subscriber *s, bool check) {
         json_object *params = NULL;
 
         if (check) {
-                int r = consent_check_stream(c->manager, s->call, c, &e->scopes, e->resource, s->min_ttl, &error,
-                                             &params);
+                int r = consent_check_stream(c->manager, s->call, c, &e->scopes, e->resource, s->min_ttl, true,
+                                             &error, &params);
                 if (r == -EPERM) {
                         subscriber_end(s, error, params);
                         return;
@@ -487,6 +514,7 @@ static void subscriber_deliver(Subscriber *s, bool check) {
                                                                                    "out of memory", -1));
                         return;
                 }
+                subscriber_update_limits(s);
         }
         uint64_t told;
         json_object *p = entry_token_parameters(e, s->call, s->max_lifetime, &told);
@@ -599,7 +627,7 @@ static int subscriber_attach(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, 
 /* A new token arrived in the entry: every subscriber gets it, or learns
  * that tokens now live too short for its min_ttl. */
 static void entry_deliver_subscribers(TokenEntry *e) {
-        uint64_t now = e->expires - e->lifetime; /* as of its issue, as for waiters */
+        uint64_t now = entry_judged_at(e); /* as for waiters */
         for (Subscriber *s = e->subscribers, *next; s; s = next) {
                 next = s->next;
                 if (s->generation == e->generation)
@@ -629,24 +657,40 @@ typedef struct GrantEnded {
         const char *grant, *agent, *reason;
 } GrantEnded;
 
+static json_object *grant_ended_parameters(const char *credential, const GrantEnded *g);
+static void subscription_waiters_foreach(Manager *m, void (*fn)(Waiter *w, void *userdata), void *userdata);
+
 static void subscriber_grant_ended(Subscriber *s, void *userdata) {
         const GrantEnded *g = userdata;
-        if (!streq_ptr(varlink_call_get_tag(s->call), g->grant))
-                return;
+        if (streq_ptr(varlink_call_get_tag(s->call), g->grant))
+                subscriber_end(s, ERR_CONSENT_ENDED, grant_ended_parameters(s->entry->cred->name, g));
+}
+
+static json_object *grant_ended_parameters(const char *credential, const GrantEnded *g) {
         json_object *p = json_object_new_object();
         if (p) {
-                json_object_object_add(p, "credential", json_object_new_string(s->entry->cred->name));
+                json_object_object_add(p, "credential", json_object_new_string(credential));
                 if (g->agent)
                         json_object_object_add(p, "agent", json_object_new_string(g->agent));
                 json_object_object_add(p, "grant", json_object_new_string(g->grant));
                 json_object_object_add(p, "reason", json_object_new_string(g->reason));
         }
-        subscriber_end(s, ERR_CONSENT_ENDED, p);
+        return p;
+}
+
+static void waiter_grant_ended(Waiter *w, void *userdata) {
+        const GrantEnded *g = userdata;
+        if (streq_ptr(varlink_call_get_tag(w->call), g->grant))
+                waiter_fail(w, ERR_CONSENT_ENDED, grant_ended_parameters(w->entry->cred->name, g));
 }
 
 void engine_subscriptions_grant_ended(Manager *m, const char *grant, const char *agent, const char *reason) {
+        GrantEnded g = { grant, agent, reason };
+        /* A stream still waiting for its first token ends too: no token
+         * leaves under a grant that has ended. */
+        subscription_waiters_foreach(m, waiter_grant_ended, &g);
         if (m->n_subscriptions > 0)
-                subscribers_foreach(m, subscriber_grant_ended, &(GrantEnded) { grant, agent, reason });
+                subscribers_foreach(m, subscriber_grant_ended, &g);
 }
 
 static void subscriber_recheck(Subscriber *s, void *userdata) {
@@ -655,13 +699,48 @@ static void subscriber_recheck(Subscriber *s, void *userdata) {
         json_object *params = NULL;
         (void) userdata;
 
-        int r = consent_check_stream(e->cred->manager, s->call, e->cred, &e->scopes, e->resource, s->min_ttl, &error,
-                                     &params);
-        if (r == -EPERM)
+        int r = consent_check_stream(e->cred->manager, s->call, e->cred, &e->scopes, e->resource, s->min_ttl, true,
+                                     &error, &params);
+        if (r == -EPERM) {
                 subscriber_end(s, error, params);
+                return;
+        }
+        if (r >= 0)
+                subscriber_update_limits(s);
+}
+
+/* Calls fn on every Subscribe call still waiting for its first token (on a
+ * refresh: it is a waiter, not a subscriber yet); fn may fail the waiter. */
+static void subscription_waiters_foreach(Manager *m, void (*fn)(Waiter *w, void *userdata), void *userdata) {
+        for (Credential *c = m->credentials; c; c = c->next)
+                for (TokenEntry *e = c->entries, *enext; e; e = enext) {
+                        enext = e->next;
+                        for (Waiter *w = e->waiters, *next; w; w = next) {
+                                next = w->next;
+                                if (call_is_subscription(w->call))
+                                        fn(w, userdata);
+                        }
+                        entry_gc(e);
+                }
+}
+
+static void waiter_recheck(Waiter *w, void *userdata) {
+        TokenEntry *e = w->entry;
+        const char *error = NULL;
+        json_object *params = NULL;
+        (void) userdata;
+
+        /* The policy only: the grant it was let in under is watched by
+         * engine_subscriptions_grant_ended() (and a single-use one is
+         * already spent on this very call). */
+        int r = consent_check_stream(e->cred->manager, w->call, e->cred, &e->scopes, e->resource, w->min_ttl, false,
+                                     &error, &params);
+        if (r == -EPERM)
+                waiter_fail(w, error, params);
 }
 
 void engine_subscriptions_recheck(Manager *m) {
+        subscription_waiters_foreach(m, waiter_recheck, NULL);
         if (m->n_subscriptions > 0)
                 subscribers_foreach(m, subscriber_recheck, NULL);
 }
@@ -772,17 +851,24 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 c->last_error = mfree(c->last_error);
                 if (!e)
                         break;
-                if (entry_set_token(e, &t) < 0) {
+                if (entry_set_token(e, &t, c->refresh_started) < 0) {
                         e->fail_error = ERR_UNAVAILABLE;
                         entry_fail_waiters(e, ERR_UNAVAILABLE, "out of memory");
                         break;
                 }
                 e->fail_error = NULL;
+                if (e->expires <= now_boot()) {
+                        /* Counted from when it was asked for, the token is dead
+                         * already (the answer was held up that long): never
+                         * hand it out; ask again. */
+                        credential_set_last_error(c, "the provider's answer came after its token had expired");
+                        entry_drop_token(e);
+                        e->queued = true;
+                        e->queue_seq = 0;
+                        break;
+                }
                 log_debug("Credential %s: token refreshed", c->name);
-                /* Judge the fresh token as of its issue, so a min_ttl equal to
-                 * the provider's lifetime is met rather than missed by the
-                 * microseconds spent here. */
-                uint64_t now = e->expires - e->lifetime;
+                uint64_t now = entry_judged_at(e);
                 for (Waiter *w = e->waiters, *next; w; w = next) {
                         next = w->next;
                         VarlinkCall *call = w->call;
@@ -1027,7 +1113,7 @@ int engine_seed(Credential *c, const TokenResponse *t) {
         if (r < 0)
                 return r;
         e->last_used = now_boot();
-        r = entry_set_token(e, t);
+        r = entry_set_token(e, t, 0);
         if (r < 0)
                 entry_free(e);
         return r;
