@@ -488,7 +488,7 @@ POLICY_FILE = "50-test.conf"
 
 class Tokend:
     def __init__(self, ctx, name="tokend", keep_fresh=None, request_timeout=None, log_level="debug",
-                 extra_args=(), policy=DEFAULT_POLICY, consent_timeout=None):
+                 extra_args=(), policy=DEFAULT_POLICY, consent_timeout=None, wrapper=()):
         self.ctx = ctx
         self.name = name
         self.dir = os.path.join(ctx.tmp, name)
@@ -510,6 +510,8 @@ class Tokend:
             # Deterministic: --store auto would pick a Secret Service on a desktop session bus.
             self.args += ["--store", "keyring"]
         self.args += list(extra_args)
+        # A command that execs the daemon in its place (the same PID), e.g. setpriv.
+        self.args = [*wrapper, *self.args]
         if os.environ.get("TOKEND_VALGRIND"):
             # The daemon under memcheck (the 'valgrind' suite): any error, or a
             # definite or indirect leak at exit, makes it exit 99 instead of 0,

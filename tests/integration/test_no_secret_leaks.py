@@ -10,6 +10,7 @@ tokens handed out, the client secret, and the PKCE state. None may appear in any
 in the daemon's debug log, or in any Varlink error reply or tokenctl message.
 """
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -129,6 +130,43 @@ def main(ctx):
         check(s not in said, "no secret in replies or messages")
     # The PKCE state is a secret of the login too: only the browser may see it.
     check(q["state"].encode() not in daemon_log, "the state is not logged")
+    process_hygiene(ctx, d, secrets)
+
+
+# Root without any capability: a process like a user's, whose memory another process of the same
+# uid may read only while it is dumpable (and has no capability the reader lacks).
+NOCAPS = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+
+def readable_by_same_uid(pid):
+    """Whether a capability-less process of the same uid may open /proc/PID/mem."""
+    r = subprocess.run([*NOCAPS, sys.executable, "-c", "import sys; open(f'/proc/{sys.argv[1]}/mem', 'rb').close()",
+                        str(pid)], capture_output=True, text=True, timeout=30)
+    return r.returncode == 0
+
+
+def process_hygiene(ctx, d, secrets):
+    """The daemon cannot dump core, is not dumpable, and its environment holds no secret."""
+    with open(f"/proc/{d.pid}/limits") as f:
+        core = [line.split()[4:6] for line in f if line.startswith("Max core file size")]
+    check(core == [["0", "0"]], "the daemon's core size limit is 0 (soft and hard)", core)
+    # Dumpable or not, as a same-uid process sees it: a tokend and a control process, both
+    # started without capabilities (as a user's processes are), read by a third.
+    control = subprocess.Popen([*NOCAPS, "sleep", "60"])
+    nocaps = ctx.tokend(name="nocaps", wrapper=NOCAPS)
+    try:
+        control_ok = readable_by_same_uid(control.pid)
+        daemon_readable = readable_by_same_uid(nocaps.pid)
+    finally:
+        control.kill()
+        control.wait()
+    check(control_ok, "control: a dumpable process is readable by another process of its uid")
+    check(not daemon_readable, "tokend is not dumpable: another process of its uid cannot read its memory")
+    check(nocaps.stop() == 0, "the capability-less tokend exits 0")
+    with open(f"/proc/{d.pid}/environ", "rb") as f:
+        environ = f.read()
+    for s in secrets:
+        check(s.encode() not in environ, "no secret in the daemon's environment")
 
 
 run_test(main, __doc__)
