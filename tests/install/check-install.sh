@@ -2,9 +2,10 @@
 # Installs the build into a temporary DESTDIR and checks every file lands
 # where Debian expects it, and that a client of libtokend builds against the
 # installed header and library with pkg-config.
-# Usage: check-install.sh BUILD_DIR PREFIX LIBEXECDIR USERUNITDIR COMPLETIONSDIR LIBDIR INCLUDEDIR
+# Usage: check-install.sh BUILD_DIR PREFIX LIBEXECDIR USERUNITDIR COMPLETIONSDIR LIBDIR INCLUDEDIR SANITIZE
+# (SANITIZE: the build's b_sanitize; a client of a sanitized library is built with the same.)
 set -eu
-build=$1 prefix=$2 libexecdir=$3 userunitdir=$4 completionsdir=$5 libdir=$6 includedir=$7
+build=$1 prefix=$2 libexecdir=$3 userunitdir=$4 completionsdir=$5 libdir=$6 includedir=$7 sanitize=${8:-none}
 dest=$(mktemp -d /tmp/tokend-install.XXXXXX)
 trap 'rm -rf "$dest"' EXIT
 meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >/dev/null
@@ -37,8 +38,10 @@ int main(void) {
         return tokend_strerror(TOKEND_ERR_NO_SUCH_CREDENTIAL) ? 0 : 1;
 }
 EOF
+san=
+[ "$sanitize" = none ] || san=-fsanitize=$sanitize
 if flags=$(PKG_CONFIG_SYSROOT_DIR=$dest PKG_CONFIG_PATH=$dest$libdir/pkgconfig pkg-config --cflags --libs libtokend) &&
-   ${CC:-cc} -o "$dest/client" "$dest/client.c" $flags && LD_LIBRARY_PATH=$dest$libdir "$dest/client"; then
+   ${CC:-cc} $san -o "$dest/client" "$dest/client.c" $flags && LD_LIBRARY_PATH=$dest$libdir "$dest/client"; then
         echo "ok: a client builds with pkg-config --cflags --libs libtokend and runs"
 else
         echo "FAILED: building a client with pkg-config libtokend"; fail=1
