@@ -14,31 +14,6 @@
 #include "tokend.h"
 #include "varlink.h"
 
-/* One call on a connection of its own, waiting up to timeout_usec for the
- * reply; takes ownership of params. Returns an exit code; on EXIT_OK *ret
- * holds the reply parameters. As tokenctl_call(), with a timeout: an agent's
- * request may wait for the owner's consent far longer than CALL_TIMEOUT_USEC. */
-static int call_timeout(const char *method, json_object *params, uint64_t timeout_usec, json_object **ret,
-                        const char *name) {
-        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
-        _cleanup_(json_object_put_erasep) json_object *reply = NULL;
-        const char *error = NULL;
-        int r = tokenctl_connect(&c);
-        if (r < 0) {
-                json_object_put_erase(params);
-                return -r;
-        }
-        r = varlink_client_call(c, method, params, 0, timeout_usec, &reply, &error, NULL);
-        if (r < 0) {
-                fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", strerror(-r));
-                return r == -EPERM || r == -ECONNRESET ? EXIT_NO_DAEMON : EXIT_FAILURE_;
-        }
-        if (error)
-                return tokenctl_report_error(method, error, reply, name);
-        *ret = TAKE_PTR(reply);
-        return EXIT_OK;
-}
-
 /* Explains a failed tokend_get_token() as tokenctl explains every error,
  * and returns the exit code. */
 static int report_library_error(tokend_client *c, int code, const char *method, const char *name) {
@@ -92,7 +67,7 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
          * policy applies, and in ask mode the call waits for the owner's
          * consent (tokend bounds that wait: --consent-timeout). */
         _cleanup_(json_object_put_erasep) json_object *who = NULL;
-        int r = call_timeout("io.tokend.agent.WhoAmI", NULL, CALL_TIMEOUT_USEC, &who, NULL);
+        int r = tokenctl_call("io.tokend.agent.WhoAmI", NULL, &who, NULL);
         if (r != EXIT_OK)
                 return r;
         json_object *v;
