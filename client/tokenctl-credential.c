@@ -250,20 +250,18 @@ static int answer_get(const char *name, json_object *scopes, const char *resourc
 }
 
 int tokenctl_credential_helper(int argc, char *argv[]) {
-        enum { ARG_HOST = 0x100, ARG_USERNAME, ARG_SCOPE, ARG_RESOURCE, ARG_MIN_TTL };
+        enum { ARG_HOST = 0x100, ARG_USERNAME };
         static const struct option options[] = {
                 { "host", required_argument, NULL, ARG_HOST },
                 { "username", required_argument, NULL, ARG_USERNAME },
-                { "scope", required_argument, NULL, ARG_SCOPE },
-                { "resource", required_argument, NULL, ARG_RESOURCE },
-                { "min-ttl", required_argument, NULL, ARG_MIN_TTL },
+                TOKEN_REQUEST_OPTIONS,
                 {},
         };
         _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
+        TokenRequestOptions o = { .scopes = scopes, .min_ttl = TOKEN_HELPER_MIN_TTL_DEFAULT };
         char *hosts[CREDENTIAL_HOSTS_MAX];
         size_t n_hosts = 0;
-        const char *username = CREDENTIAL_USERNAME_DEFAULT, *resource = NULL;
-        int64_t min_ttl = TOKEN_HELPER_MIN_TTL_DEFAULT;
+        const char *username = CREDENTIAL_USERNAME_DEFAULT;
         int c;
 
         optind = 0;
@@ -290,21 +288,9 @@ int tokenctl_credential_helper(int argc, char *argv[]) {
                         }
                         username = optarg;
                         break;
-                case ARG_SCOPE:
-                        if (tokenctl_add_scopes(scopes, optarg) < 0)
-                                return EXIT_USAGE;
-                        break;
-                case ARG_RESOURCE:
-                        if (!tokenctl_resource_valid("credential-helper", optarg))
-                                return EXIT_USAGE;
-                        resource = optarg;
-                        break;
-                case ARG_MIN_TTL:
-                        if (tokenctl_parse_min_ttl("credential-helper", optarg, &min_ttl) < 0)
-                                return EXIT_USAGE;
-                        break;
                 default:
-                        return EXIT_USAGE;
+                        if (tokenctl_token_request_option("credential-helper", c, optarg, &o) <= 0)
+                                return EXIT_USAGE;
                 }
         }
         if (optind != argc - 2)
@@ -335,5 +321,5 @@ int tokenctl_credential_helper(int argc, char *argv[]) {
             (in.username && !streq(in.username, username)))
                 return EXIT_OK;
 
-        return answer_get(name, scopes, resource, min_ttl, username);
+        return answer_get(name, o.scopes, o.resource, o.min_ttl, username);
 }

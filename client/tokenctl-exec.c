@@ -127,17 +127,15 @@ static int report_cannot_run(const char *cmd, int err) {
 }
 
 int tokenctl_exec(int argc, char *argv[]) {
-        enum { ARG_ENV = 0x100, ARG_SCOPE, ARG_RESOURCE, ARG_MIN_TTL };
+        enum { ARG_ENV = 0x100 };
         static const struct option options[] = {
                 { "env", required_argument, NULL, ARG_ENV },
-                { "scope", required_argument, NULL, ARG_SCOPE },
-                { "resource", required_argument, NULL, ARG_RESOURCE },
-                { "min-ttl", required_argument, NULL, ARG_MIN_TTL },
+                TOKEN_REQUEST_OPTIONS,
                 {},
         };
         _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
-        const char *var = EXEC_ENV_DEFAULT, *resource = NULL;
-        int64_t min_ttl = TOKEN_HELPER_MIN_TTL_DEFAULT;
+        TokenRequestOptions o = { .scopes = scopes, .min_ttl = TOKEN_HELPER_MIN_TTL_DEFAULT };
+        const char *var = EXEC_ENV_DEFAULT;
         int c, dashes;
 
         /* tokenctl's options end at the first "--"; the command follows it.
@@ -155,21 +153,9 @@ int tokenctl_exec(int argc, char *argv[]) {
                                 return EXIT_USAGE;
                         var = optarg;
                         break;
-                case ARG_SCOPE:
-                        if (tokenctl_add_scopes(scopes, optarg) < 0)
-                                return EXIT_USAGE;
-                        break;
-                case ARG_RESOURCE:
-                        if (!tokenctl_resource_valid("exec", optarg))
-                                return EXIT_USAGE;
-                        resource = optarg;
-                        break;
-                case ARG_MIN_TTL:
-                        if (tokenctl_parse_min_ttl("exec", optarg, &min_ttl) < 0)
-                                return EXIT_USAGE;
-                        break;
                 default:
-                        return EXIT_USAGE;
+                        if (tokenctl_token_request_option("exec", c, optarg, &o) <= 0)
+                                return EXIT_USAGE;
                 }
         }
         if (optind != dashes - 1)
@@ -184,7 +170,7 @@ int tokenctl_exec(int argc, char *argv[]) {
                 return report_cannot_run(cmd[0], -r);
 
         _cleanup_(json_object_put_erasep) json_object *reply = NULL;
-        r = tokenctl_fetch_token(name, scopes, resource, min_ttl, &reply);
+        r = tokenctl_fetch_token(name, o.scopes, o.resource, o.min_ttl, &reply);
         if (r != EXIT_OK)
                 return r;
         const char *token;

@@ -164,39 +164,35 @@ int tokenctl_parse_min_ttl(const char *verb, const char *arg, int64_t *ret) {
         return 0;
 }
 
+int tokenctl_token_request_option(const char *verb, int c, char *arg, TokenRequestOptions *o) {
+        switch (c) {
+        case TOKEN_ARG_SCOPE:
+                return tokenctl_add_scopes(o->scopes, arg) < 0 ? -1 : 1;
+        case TOKEN_ARG_RESOURCE:
+                if (!tokenctl_resource_valid(verb, arg))
+                        return -1;
+                o->resource = arg;
+                return 1;
+        case TOKEN_ARG_MIN_TTL:
+                return tokenctl_parse_min_ttl(verb, arg, &o->min_ttl) < 0 ? -1 : 1;
+        default:
+                return 0;
+        }
+}
+
 int tokenctl_token(int argc, char *argv[]) {
-        enum { ARG_SCOPE = 0x100, ARG_RESOURCE, ARG_MIN_TTL };
         static const struct option options[] = {
-                { "scope", required_argument, NULL, ARG_SCOPE },
-                { "resource", required_argument, NULL, ARG_RESOURCE },
-                { "min-ttl", required_argument, NULL, ARG_MIN_TTL },
+                TOKEN_REQUEST_OPTIONS,
                 {},
         };
         _cleanup_(json_object_putp) json_object *scopes = json_object_new_array();
-        const char *resource = NULL;
-        int64_t min_ttl = -1;
+        TokenRequestOptions o = { .scopes = scopes, .min_ttl = -1 };
         int c;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
-                switch (c) {
-                case ARG_SCOPE:
-                        if (tokenctl_add_scopes(scopes, optarg) < 0)
-                                return EXIT_USAGE;
-                        break;
-                case ARG_RESOURCE:
-                        if (!tokenctl_resource_valid("token", optarg))
-                                return EXIT_USAGE;
-                        resource = optarg;
-                        break;
-                case ARG_MIN_TTL:
-                        if (tokenctl_parse_min_ttl("token", optarg, &min_ttl) < 0)
-                                return EXIT_USAGE;
-                        break;
-                default:
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                if (tokenctl_token_request_option("token", c, optarg, &o) <= 0)
                         return EXIT_USAGE;
-                }
-        }
         if (optind != argc - 1) {
                 fprintf(stderr, "tokenctl token: usage: tokenctl token NAME [--scope S]... [--resource URI] [--min-ttl SECONDS]\n");
                 return EXIT_USAGE;
@@ -206,7 +202,7 @@ int tokenctl_token(int argc, char *argv[]) {
                 return EXIT_USAGE;
 
         _cleanup_(json_object_put_erasep) json_object *reply = NULL;
-        int r = tokenctl_fetch_token(name, scopes, resource, min_ttl, &reply);
+        int r = tokenctl_fetch_token(name, o.scopes, o.resource, o.min_ttl, &reply);
         if (r != EXIT_OK)
                 return r;
         if (arg_json)

@@ -42,6 +42,31 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
  * EXIT_FAILURE_ after saying what is wrong (never showing the token). */
 int tokenctl_token_usable(json_object *reply, const char **ret_token, int64_t *ret_expires_at);
 
+/* The options of the token request that "token", "exec" and
+ * "credential-helper" share: put TOKEN_REQUEST_OPTIONS in the verb's option
+ * table (its own option values stay below 0x200), and hand each option
+ * getopt_long() returns to tokenctl_token_request_option(). */
+enum {
+        TOKEN_ARG_SCOPE = 0x200,
+        TOKEN_ARG_RESOURCE,
+        TOKEN_ARG_MIN_TTL,
+};
+#define TOKEN_REQUEST_OPTIONS                                              \
+        { "scope", required_argument, NULL, TOKEN_ARG_SCOPE },             \
+        { "resource", required_argument, NULL, TOKEN_ARG_RESOURCE },       \
+        { "min-ttl", required_argument, NULL, TOKEN_ARG_MIN_TTL }
+
+typedef struct TokenRequestOptions {
+        json_object *scopes;  /* an array the verb owns; --scope appends */
+        const char *resource; /* NULL: none */
+        int64_t min_ttl;      /* the verb's default until --min-ttl */
+} TokenRequestOptions;
+
+/* 1: c was one of TOKEN_REQUEST_OPTIONS, taken into o; 0: it was not; -1:
+ * its argument is wrong, which was said ("tokenctl VERB: ..."): exit with
+ * EXIT_USAGE. */
+int tokenctl_token_request_option(const char *verb, int c, char *arg, TokenRequestOptions *o);
+
 /* Checks of the options "token", "exec" and "credential-helper" share. Each
  * says what is wrong, as "tokenctl VERB: ...", and returns false/-EINVAL. */
 bool tokenctl_credential_name_valid(const char *verb, const char *name);
