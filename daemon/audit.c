@@ -191,14 +191,16 @@ static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, F
         if (r->scopes && !(scopes = scope_set_join(r->scopes)))
                 return -ENOMEM;
         const char *sc = scopes ? scopes : r->scope_string;
-        if (r->token && audit_fingerprint(r->token, fp) < 0)
+        if (r->token_fp)
+                snprintf(fp, sizeof fp, "%s", r->token_fp);
+        else if (r->token && audit_fingerprint(r->token, fp) < 0)
                 return -EIO;
 
         if (r->message)
                 message = strdup(r->message);
         else if (asprintf(&message, "tokend %s: credential %s%s%s%s%s%s%s", ev, strna(r->credential),
-                          p && p->exe ? ", agent " : "", p && p->exe ? p->exe : "", r->token ? ", token " : "",
-                          r->token ? fp : "", r->reason ? ": " : "", strempty(r->reason)) < 0)
+                          p && p->exe ? ", agent " : "", p && p->exe ? p->exe : "", (r->token || r->token_fp) ? ", token " : "",
+                          (r->token || r->token_fp) ? fp : "", r->reason ? ": " : "", strempty(r->reason)) < 0)
                 message = NULL;
         if (!message)
                 return -ENOMEM;
@@ -209,7 +211,7 @@ static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, F
             (k = flat_add(f, "RESOURCE", r->resource, false)) < 0 || (k = flat_add(f, "GRANT", r->grant, false)) < 0 ||
             (k = flat_add_num(f, "OWNER_UID", a->owner_uid)) < 0 ||
             (k = flat_add(f, "OWNER_USER", a->owner_user, false)) < 0 ||
-            (k = flat_add(f, "TOKEN_FP", r->token ? fp : NULL, false)) < 0 ||
+            (k = flat_add(f, "TOKEN_FP", (r->token || r->token_fp) ? fp : NULL, false)) < 0 ||
             (k = flat_add(f, "REASON", r->reason, false)) < 0)
                 return k;
         const char *name = r->agent_name ?: (p ? policy_agent_name(policy_match(policy, p)) : NULL);

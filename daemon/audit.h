@@ -49,6 +49,7 @@ typedef struct AuditRecord {
         const PeerIdentity *agent; /* NULL for the daemon's own doings (a proactive refresh) */
         const char *agent_name;    /* the policy's name for it; NULL: looked up from agent */
         const char *token;         /* access token: only its fingerprint is recorded */
+        const char *token_fp;      /* its fingerprint (audit_fingerprint()), when the caller keeps it: not computed again */
         const char *reason;        /* the named error of a denial, or why */
         const char *message;       /* for humans; NULL: one is made up from the rest */
 } AuditRecord;
