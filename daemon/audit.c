@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/audit.c: see audit.h. */
 #include <ctype.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <pwd.h>
@@ -28,6 +29,16 @@
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 #define AUDIT_FIELDS_MAX 20
 
+/* A growable byte buffer, kept by the Audit object and reused for every
+ * record: formatting a record allocates nothing once the buffers have grown
+ * to the size of the records seen. Records hold no secret (a token appears
+ * only as its fingerprint), so the buffers need no wiping. */
+typedef struct AuditBuf {
+        char *data;
+        size_t len, size;
+        bool oom; /* an append failed: the record cannot be built */
+} AuditBuf;
+
 struct Audit {
         uid_t owner_uid;
         char *owner_user; /* NULL when the uid has no passwd entry */
@@ -36,6 +47,7 @@ struct Audit {
         bool file_only;   /* TOKEND_AUDIT_JOURNAL=0 */
         bool journal;     /* the journal is reachable, as far as we know */
         uint64_t journal_checked; /* monotonic usec of the last look for a returning journal */
+        AuditBuf scratch, out; /* reused for every record */
 };
 
 /* While records go to the file, look for the journal at most this often:
@@ -124,6 +136,8 @@ Audit *audit_free(Audit *a) {
         if (!a)
                 return NULL;
         safe_close(a->fd);
+        free(a->scratch.data);
+        free(a->out.data);
         free(a->path);
         free(a->owner_user);
         free(a);
@@ -135,117 +149,253 @@ const PeerIdentity *audit_call_agent(VarlinkCall *call) {
 }
 
 int audit_fingerprint(const char *token, char ret[static 13]) {
+        static const char hex[] = "0123456789abcdef";
+        /* Fetched once: an implicit fetch (EVP_sha256()) on every digest costs more than the digest. */
+        static EVP_MD *sha256 = NULL;
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned n = 0;
-        if (!EVP_Digest(token, strlen(token), md, &n, EVP_sha256(), NULL) || n < 6)
+
+        if (!sha256 && !(sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)))
                 return -EIO;
-        for (size_t i = 0; i < 6; i++)
-                snprintf(ret + 2 * i, 3, "%02x", md[i]);
+        if (!EVP_Digest(token, strlen(token), md, &n, sha256, NULL) || n < 6)
+                return -EIO;
+        for (size_t i = 0; i < 6; i++) {
+                ret[2 * i] = hex[md[i] >> 4];
+                ret[2 * i + 1] = hex[md[i] & 15];
+        }
+        ret[12] = 0;
         explicit_bzero(md, sizeof md);
         return 0;
 }
 
-/* One record, flattened: field names (without the TOKEND_ prefix) and values. */
+/* v in decimal; buf must hold 21 bytes. Returns buf. */
+static char *format_u64(uint64_t v, char buf[static 21]) {
+        char *p = buf + 20;
+        *p = 0;
+        do
+                *--p = (char) ('0' + v % 10);
+        while (v /= 10);
+        return memmove(buf, p, (size_t) (buf + 21 - p));
+}
+
+/* Above this, a buffer is released after the record instead of kept. */
+#define AUDIT_BUF_KEEP (64U * 1024U)
+
+static void buf_reset(AuditBuf *b) {
+        if (b->size > AUDIT_BUF_KEEP) {
+                b->data = mfree(b->data);
+                b->size = 0;
+        }
+        b->len = 0;
+        b->oom = false;
+}
+
+static bool buf_reserve(AuditBuf *b, size_t more) {
+        if (b->oom)
+                return false;
+        if (b->size - b->len > more)
+                return true;
+        size_t want = b->size ? b->size : 1024;
+        while (want - b->len <= more) {
+                if (want > SIZE_MAX / 2) {
+                        b->oom = true;
+                        return false;
+                }
+                want *= 2;
+        }
+        char *d = realloc(b->data, want);
+        if (!d) {
+                b->oom = true;
+                return false;
+        }
+        b->data = d;
+        b->size = want;
+        return true;
+}
+
+static void buf_put(AuditBuf *b, const char *p, size_t n) {
+        if (!buf_reserve(b, n))
+                return;
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = 0;
+}
+
+static void buf_puts(AuditBuf *b, const char *s) {
+        buf_put(b, s, strlen(s));
+}
+
+static void buf_putc(AuditBuf *b, char ch) {
+        buf_put(b, &ch, 1);
+}
+
+/* s as a JSON string, quotes included. Bytes >= 0x80 pass through as they
+ * are (as json-c writes them); control characters are escaped. */
+static void buf_put_json_string(AuditBuf *b, const char *s) {
+        static const char hex[] = "0123456789abcdef";
+        buf_putc(b, '"');
+        for (const char *run = s;; s++) {
+                unsigned char ch = (unsigned char) *s;
+                if (ch >= 0x20 && ch != '"' && ch != '\\')
+                        continue;
+                buf_put(b, run, (size_t) (s - run));
+                run = s + 1;
+                if (ch == 0)
+                        break;
+                switch (ch) {
+                case '"':
+                        buf_puts(b, "\\\"");
+                        break;
+                case '\\':
+                        buf_puts(b, "\\\\");
+                        break;
+                case '\n':
+                        buf_puts(b, "\\n");
+                        break;
+                case '\t':
+                        buf_puts(b, "\\t");
+                        break;
+                case '\r':
+                        buf_puts(b, "\\r");
+                        break;
+                default: {
+                        char esc[6] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15] };
+                        buf_put(b, esc, sizeof esc);
+                        break;
+                }
+                }
+        }
+        buf_putc(b, '"');
+}
+
+/* One record, flattened: field names (without the TOKEND_ prefix) and
+ * values, pointing into the record, the Audit object or the record's
+ * scratch buffer. */
 typedef struct Flat {
         const char *name[AUDIT_FIELDS_MAX];
-        char *value[AUDIT_FIELDS_MAX];
+        const char *value[AUDIT_FIELDS_MAX];
         bool numeric[AUDIT_FIELDS_MAX];
         size_t n;
 } Flat;
 
-static void flat_done(Flat *f) {
-        for (size_t i = 0; i < f->n; i++)
-                free(f->value[i]);
-        f->n = 0;
-}
-
-static int flat_add(Flat *f, const char *name, const char *value, bool numeric) {
-        if (!value)
-                return 0;
-        if (f->n >= AUDIT_FIELDS_MAX)
-                return -E2BIG;
-        char *v = strdup(value);
-        if (!v)
-                return -ENOMEM;
+static void flat_add(Flat *f, const char *name, const char *value, bool numeric) {
+        /* The fields are fixed below: AUDIT_FIELDS_MAX holds them all. */
+        if (!value || f->n >= AUDIT_FIELDS_MAX)
+                return;
         f->name[f->n] = name;
         f->numeric[f->n] = numeric;
-        f->value[f->n++] = v;
-        return 0;
+        f->value[f->n++] = value;
 }
 
-static int flat_add_num(Flat *f, const char *name, long long v) {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%lld", v);
-        return flat_add(f, name, buf, true);
-}
-
-static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, Flat *f) {
-        _cleanup_free_ char *scopes = NULL, *message = NULL;
-        char fp[13];
+/* Fills f; strings made here (message, scopes, numbers) go to scratch,
+ * which must not be appended to while f is in use. */
+static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, Flat *f, AuditBuf *scratch) {
         const PeerIdentity *p = r->agent;
         const char *ev = audit_event_to_string(r->event);
-        int k = 0;
+        bool has_token = r->token || r->token_fp;
+        char fp[13] = "";
 
         if (!ev)
                 return -EINVAL;
-        if (r->scopes && !(scopes = scope_set_join(r->scopes)))
-                return -ENOMEM;
-        const char *sc = scopes ? scopes : r->scope_string;
         if (r->token_fp)
-                snprintf(fp, sizeof fp, "%s", r->token_fp);
+                memcpy(fp, r->token_fp, strnlen(r->token_fp, sizeof fp - 1));
         else if (r->token && audit_fingerprint(r->token, fp) < 0)
                 return -EIO;
 
+        /* Everything is appended first, and pointed to once the buffer no longer moves. */
+        size_t o_msg = scratch->len;
         if (r->message)
-                message = strdup(r->message);
-        else if (asprintf(&message, "tokend %s: credential %s%s%s%s%s%s%s", ev, strna(r->credential),
-                          p && p->exe ? ", agent " : "", p && p->exe ? p->exe : "", (r->token || r->token_fp) ? ", token " : "",
-                          (r->token || r->token_fp) ? fp : "", r->reason ? ": " : "", strempty(r->reason)) < 0)
-                message = NULL;
-        if (!message)
+                buf_puts(scratch, r->message);
+        else {
+                buf_puts(scratch, "tokend ");
+                buf_puts(scratch, ev);
+                buf_puts(scratch, ": credential ");
+                buf_puts(scratch, strna(r->credential));
+                if (p && p->exe) {
+                        buf_puts(scratch, ", agent ");
+                        buf_puts(scratch, p->exe);
+                }
+                if (has_token) {
+                        buf_puts(scratch, ", token ");
+                        buf_puts(scratch, fp);
+                }
+                if (r->reason) {
+                        buf_puts(scratch, ": ");
+                        buf_puts(scratch, r->reason);
+                }
+        }
+        buf_putc(scratch, 0);
+        size_t o_scopes = scratch->len;
+        if (r->scopes)
+                for (size_t i = 0; i < r->scopes->n; i++) {
+                        if (i > 0)
+                                buf_putc(scratch, ' ');
+                        buf_puts(scratch, r->scopes->items[i]);
+                }
+        buf_putc(scratch, 0);
+        size_t o_nums = scratch->len;
+        char num[3][21];
+        format_u64(a->owner_uid, num[0]);
+        format_u64(p ? p->uid : 0, num[1]);
+        format_u64(p ? (uint64_t) p->pid : 0, num[2]);
+        for (size_t i = 0; i < ELEMENTSOF(num); i++)
+                buf_put(scratch, num[i], strlen(num[i]) + 1);
+        size_t o_fp = scratch->len;
+        buf_put(scratch, fp, sizeof fp);
+        if (scratch->oom)
                 return -ENOMEM;
 
-        if ((k = flat_add(f, "MESSAGE", message, false)) < 0 || (k = flat_add(f, "EVENT", ev, false)) < 0 ||
-            (k = flat_add(f, "CREDENTIAL", r->credential, false)) < 0 ||
-            (k = flat_add(f, "SCOPES", sc && sc[0] ? sc : NULL, false)) < 0 ||
-            (k = flat_add(f, "RESOURCE", r->resource, false)) < 0 || (k = flat_add(f, "GRANT", r->grant, false)) < 0 ||
-            (k = flat_add_num(f, "OWNER_UID", a->owner_uid)) < 0 ||
-            (k = flat_add(f, "OWNER_USER", a->owner_user, false)) < 0 ||
-            (k = flat_add(f, "TOKEN_FP", (r->token || r->token_fp) ? fp : NULL, false)) < 0 ||
-            (k = flat_add(f, "REASON", r->reason, false)) < 0)
-                return k;
-        const char *name = r->agent_name ?: (p ? policy_agent_name(policy_match(policy, p)) : NULL);
-        if ((k = flat_add(f, "AGENT_NAME", name, false)) < 0)
-                return k;
-        if (p && ((k = flat_add_num(f, "AGENT_UID", p->uid)) < 0 || (k = flat_add_num(f, "AGENT_PID", p->pid)) < 0 ||
-                  (k = flat_add(f, "AGENT_EXE", p->exe, false)) < 0 ||
-                  (k = flat_add(f, "AGENT_UNIT", p->unit, false)) < 0))
-                return k;
+        const char *d = scratch->data;
+        const char *sc = r->scopes ? d + o_scopes : r->scope_string;
+        const char *uid = d + o_nums, *agent_uid = uid + strlen(uid) + 1, *agent_pid = agent_uid + strlen(agent_uid) + 1;
+        flat_add(f, "MESSAGE", d + o_msg, false);
+        flat_add(f, "EVENT", ev, false);
+        flat_add(f, "CREDENTIAL", r->credential, false);
+        flat_add(f, "SCOPES", sc && sc[0] ? sc : NULL, false);
+        flat_add(f, "RESOURCE", r->resource, false);
+        flat_add(f, "GRANT", r->grant, false);
+        flat_add(f, "OWNER_UID", uid, true);
+        flat_add(f, "OWNER_USER", a->owner_user, false);
+        flat_add(f, "TOKEN_FP", has_token ? d + o_fp : NULL, false);
+        flat_add(f, "REASON", r->reason, false);
+        flat_add(f, "AGENT_NAME", r->agent_name ?: (p ? policy_agent_name(policy_match(policy, p)) : NULL), false);
+        if (p) {
+                flat_add(f, "AGENT_UID", agent_uid, true);
+                flat_add(f, "AGENT_PID", agent_pid, true);
+                flat_add(f, "AGENT_EXE", p->exe, false);
+                flat_add(f, "AGENT_UNIT", p->unit, false);
+        }
         return 0;
 }
 
-static int audit_send_journal(const Flat *f, int priority) {
-        struct iovec iov[AUDIT_FIELDS_MAX + 4];
-        char *lines[AUDIT_FIELDS_MAX + 4] = {};
-        size_t n = 0;
-        int r = 0;
+static int audit_send_journal(AuditBuf *out, const Flat *f, int priority) {
+        struct iovec iov[AUDIT_FIELDS_MAX + 3];
+        size_t start[AUDIT_FIELDS_MAX + 3], n = 0;
+        char prio[21];
 
-        if (asprintf(&lines[n++], "MESSAGE_ID=%s", AUDIT_MESSAGE_ID) < 0 ||
-            asprintf(&lines[n++], "SYSLOG_IDENTIFIER=tokend") < 0 || asprintf(&lines[n++], "PRIORITY=%d", priority) < 0)
-                r = -ENOMEM;
-        for (size_t i = 0; r >= 0 && i < f->n; i++) {
-                bool plain = streq(f->name[i], "MESSAGE");
-                if (asprintf(&lines[n++], "%s%s=%s", plain ? "" : "TOKEND_", f->name[i], f->value[i]) < 0)
-                        r = -ENOMEM;
-        }
-        if (r >= 0) {
-                for (size_t i = 0; i < n; i++)
-                        iov[i] = (struct iovec) { .iov_base = lines[i], .iov_len = strlen(lines[i]) };
-                r = sd_journal_sendv(iov, (int) n);
-        }
+        format_u64((uint64_t) priority, prio);
+        buf_reset(out);
+        /* "NAME=value" lines, one after the other; the iovecs are set once the buffer no longer moves. */
+#define LINE(prefix, name, value)               \
+        do {                                    \
+                start[n++] = out->len;          \
+                buf_puts(out, prefix);          \
+                buf_puts(out, name);            \
+                buf_putc(out, '=');             \
+                buf_puts(out, value);           \
+        } while (0)
+        LINE("", "MESSAGE_ID", AUDIT_MESSAGE_ID);
+        LINE("", "SYSLOG_IDENTIFIER", "tokend");
+        LINE("", "PRIORITY", prio);
+        for (size_t i = 0; i < f->n; i++)
+                LINE(streq(f->name[i], "MESSAGE") ? "" : "TOKEND_", f->name[i], f->value[i]);
+#undef LINE
+        if (out->oom)
+                return -ENOMEM;
         for (size_t i = 0; i < n; i++)
-                free(lines[i]);
-        return r;
+                iov[i] = (struct iovec) { .iov_base = out->data + start[i],
+                                          .iov_len = (i + 1 < n ? start[i + 1] : out->len) - start[i] };
+        return sd_journal_sendv(iov, (int) n);
 }
 
 static int audit_open_file(Audit *a) {
@@ -266,52 +416,54 @@ static int audit_open_file(Audit *a) {
         return 0;
 }
 
-static int audit_write_file(Audit *a, const Flat *f, int priority) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+/* One JSON object on one line: timestamp, message_id, priority, then the
+ * fields with their names in lower case. */
+static int audit_write_file(Audit *a, AuditBuf *out, const Flat *f, int priority) {
+        char ts[21], prio[21];
         int r;
 
-        if (!o)
-                return -ENOMEM;
-        json_object_object_add(o, "timestamp", json_object_new_int64((int64_t) now_realtime_usec()));
-        json_object_object_add(o, "message_id", json_object_new_string(AUDIT_MESSAGE_ID));
-        json_object_object_add(o, "priority", json_object_new_int(priority));
+        buf_reset(out);
+        buf_puts(out, "{\"timestamp\":");
+        buf_puts(out, format_u64(now_realtime_usec(), ts));
+        buf_puts(out, ",\"message_id\":\"" AUDIT_MESSAGE_ID "\",\"priority\":");
+        buf_puts(out, format_u64((uint64_t) priority, prio));
         for (size_t i = 0; i < f->n; i++) {
                 char key[32];
                 size_t j = 0;
                 for (; f->name[i][j] && j < sizeof key - 1; j++)
                         key[j] = (char) tolower((unsigned char) f->name[i][j]);
                 key[j] = 0;
-                json_object_object_add(o, key, f->numeric[i] ? json_object_new_int64(strtoll(f->value[i], NULL, 10))
-                                                             : json_object_new_string(f->value[i]));
+                buf_puts(out, ",\"");
+                buf_puts(out, key);
+                buf_puts(out, "\":");
+                if (f->numeric[i])
+                        buf_puts(out, f->value[i]);
+                else
+                        buf_put_json_string(out, f->value[i]);
         }
-        size_t len;
-        const char *text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
-        if (!text)
+        buf_puts(out, "}\n");
+        if (out->oom)
                 return -ENOMEM;
-        _cleanup_free_ char *line = malloc(len + 1);
-        if (!line)
-                return -ENOMEM;
-        memcpy(line, text, len);
-        line[len] = '\n';
 
         r = audit_open_file(a);
         if (r < 0)
                 return r;
         /* One write: O_APPEND keeps concurrent lines whole. */
-        ssize_t n = write(a->fd, line, len + 1);
+        ssize_t n = write(a->fd, out->data, out->len);
         if (n < 0)
                 return -errno;
-        return (size_t) n == len + 1 ? 0 : -EIO;
+        return (size_t) n == out->len ? 0 : -EIO;
 }
 
 void audit_log(Manager *m, const AuditRecord *rec) {
         Audit *a = m->audit;
-        _cleanup_(flat_done) Flat f = {};
+        Flat f = {};
         int priority = audit_priority(rec->event), r;
 
         if (!a)
                 return;
-        r = audit_flatten(a, m->policy, rec, &f);
+        buf_reset(&a->scratch);
+        r = audit_flatten(a, m->policy, rec, &f, &a->scratch);
         if (r < 0) {
                 log_error_errno(r, "Cannot build the audit record (%s, credential %s): %m",
                                 strna(audit_event_to_string(rec->event)), strna(rec->credential));
@@ -325,13 +477,13 @@ void audit_log(Manager *m, const AuditRecord *rec) {
                 a->journal = true;
         }
         if (a->journal) {
-                r = audit_send_journal(&f, priority);
+                r = audit_send_journal(&a->out, &f, priority);
                 if (r >= 0)
                         return;
                 log_warning_errno(r, "Cannot send the audit record to the journal (%m); using %s", a->path);
                 a->journal = false;
         }
-        r = audit_write_file(a, &f, priority);
+        r = audit_write_file(a, &a->out, &f, priority);
         if (r < 0)
                 log_error_errno(r, "Cannot write the audit record (%s, credential %s) to %s: %m",
                                 strna(audit_event_to_string(rec->event)), strna(rec->credential), a->path);

@@ -145,6 +145,9 @@ static int curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
         }
         if (sd_event_add_io(h->event, &src, fd, events, http_on_io, h) < 0)
                 return -1;
+        /* Provider I/O goes ahead of callers' calls: in a storm of callers
+         * waiting for one refresh, the refresh must not wait behind them. */
+        (void) sd_event_source_set_priority(src, SD_EVENT_PRIORITY_IMPORTANT);
         curl_multi_assign(h->multi, fd, src);
         return 0;
 }
@@ -198,6 +201,7 @@ int http_new(sd_event *event, const HttpOptions *opts, Http **ret) {
                 return r;
         }
         (void) sd_event_source_set_enabled(h->timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_priority(h->timer, SD_EVENT_PRIORITY_IMPORTANT);
 
         curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
         curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);

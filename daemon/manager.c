@@ -87,7 +87,9 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
                 return log_error_errno(r, "Cannot determine provider preset directories: %m");
         }
 
-        r = sd_event_default(&m->event);
+        /* Not sd_event_default(): the default loop checks it runs in its
+         * thread with a gettid() syscall on every iteration. */
+        r = sd_event_new(&m->event);
         if (r < 0) {
                 manager_free(m);
                 return log_error_errno(r, "Cannot create event loop: %m");

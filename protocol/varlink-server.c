@@ -87,6 +87,7 @@ struct VarlinkConnection {
         bool closing; /* close once the output is flushed */
         bool dead;    /* free at the next chance */
         bool hup;
+        bool processing; /* in connection_process(): a call completed now needs no deferred turn */
 };
 
 struct VarlinkServer {
@@ -104,6 +105,7 @@ struct VarlinkServer {
         VarlinkConnectFn on_connect;
         VarlinkDisconnectFn on_disconnect;
         void *userdata;
+        json_tokener *tokener; /* parses every connection's calls, one at a time */
 };
 
 /* ---- connections ---- */
@@ -133,8 +135,16 @@ static void connection_free(VarlinkConnection *c) {
         free(c);
 }
 
+/* Connections are edge-triggered: with a thousand callers ready at once, a
+ * level-triggered epoll would report every one of them again on each turn
+ * of the loop, which dispatches one source a turn (quadratic). Edge-triggered
+ * is safe because input is read until a short read or EAGAIN (on an AF_UNIX
+ * stream socket without SO_PASSCRED, a short read takes everything queued),
+ * output is written until EAGAIN, and every change of the event mask
+ * (EPOLL_CTL_MOD) re-arms the descriptor, so input left unread at the buffer
+ * cap is reported again once there is room. */
 static void connection_update_events(VarlinkConnection *c) {
-        uint32_t events = 0;
+        uint32_t events = EPOLLET;
 
         if (c->dead)
                 return;
@@ -184,7 +194,11 @@ static void call_complete(VarlinkCall *call) {
         free(call->method);
         free(call->tag);
         free(call);
-        connection_schedule(c);
+        /* Answered later (after a refresh, a consent): the connection's next
+         * calls wait for a turn. Answered from its handler: the loop in
+         * connection_process() goes on by itself. */
+        if (!c->processing)
+                connection_schedule(c);
 }
 
 static int call_send(VarlinkCall *call, const char *error, json_object *parameters, bool continues) {
@@ -453,6 +467,7 @@ static int connection_dispatch(VarlinkConnection *c, json_object *m) {
 static void connection_process(VarlinkConnection *c) {
         unsigned dispatched = 0;
 
+        c->processing = true;
         while (!c->dead && !c->call && !c->closing) {
                 /* Backpressure: a caller that does not read its replies gets
                  * no further calls answered (nor read) until it does. */
@@ -466,7 +481,7 @@ static void connection_process(VarlinkConnection *c) {
                 }
                 dispatched++;
                 json_object *m = NULL;
-                int r = varlink_stream_next(&c->stream, &m);
+                int r = varlink_stream_next_cached(&c->stream, &c->server->tokener, &m);
                 if (r == 0)
                         break;
                 if (r < 0) {
@@ -480,6 +495,7 @@ static void connection_process(VarlinkConnection *c) {
                         c->dead = true;
         }
 
+        c->processing = false;
         if (c->hup && c->call)
                 c->dead = true; /* the caller is gone: cancel what it waits for */
         if (!c->dead && !c->call && !varlink_stream_has_output(&c->stream)) {
@@ -516,8 +532,8 @@ static int connection_on_io(sd_event_source *es, int fd, uint32_t revents, void 
                                 c->dead = true;
                                 break;
                         }
-                        if (c->stream.rlen == before)
-                                break; /* EAGAIN */
+                        if (c->stream.rlen == before || c->stream.drained)
+                                break; /* EAGAIN, or a short read: no recv() just to hear EAGAIN */
                 }
         }
         if (revents & (EPOLLHUP | EPOLLERR))
@@ -565,7 +581,7 @@ static int connection_new(VarlinkServer *s, int fd) {
         LIST_PREPEND(s->connections, c);
         s->n_connections++;
 
-        r = sd_event_add_io(s->event, &c->io, c->stream.fd, EPOLLIN, connection_on_io, c);
+        r = sd_event_add_io(s->event, &c->io, c->stream.fd, EPOLLIN | EPOLLET, connection_on_io, c);
         if (r >= 0)
                 r = sd_event_add_defer(s->event, &c->defer, connection_on_defer, c);
         if (r >= 0)
@@ -669,6 +685,7 @@ VarlinkServer *varlink_server_free(VarlinkServer *s) {
         free(s->product);
         free(s->version);
         free(s->url);
+        varlink_tokener_free(s->tokener);
         sd_event_unref(s->event);
         free(s);
         return NULL;

@@ -63,6 +63,7 @@ int varlink_stream_fill(VarlinkStream *s) {
                 return r;
 
         ssize_t n = recv(s->fd, s->rbuf + s->rlen, room, MSG_DONTWAIT);
+        s->drained = n >= 0 ? (size_t) n < room : errno == EAGAIN;
         if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR)
                         return 0;
@@ -94,13 +95,27 @@ static void stream_consume(VarlinkStream *s, size_t n) {
 }
 
 static void tokener_free_erase(json_tokener *tok) {
+        if (!tok)
+                return;
         /* The tokener keeps the last string it parsed in its print buffer. */
         if (tok->pb && tok->pb->buf)
                 explicit_bzero(tok->pb->buf, (size_t) tok->pb->size);
         json_tokener_free(tok);
 }
 
-int varlink_stream_next(VarlinkStream *s, json_object **ret) {
+static json_tokener *mfree_tokener(json_tokener *tok) {
+        tokener_free_erase(tok);
+        return NULL;
+}
+
+void varlink_tokener_free(json_tokener *tok) {
+        tokener_free_erase(tok);
+}
+
+/* A kept tokener whose print buffer grew past this is freed, not kept. */
+#define TOKENER_KEEP_PB (64U * 1024U)
+
+int varlink_stream_next_cached(VarlinkStream *s, json_tokener **cache, json_object **ret) {
         char *end = s->rlen > 0 ? memchr(s->rbuf, 0, s->rlen) : NULL;
         if (!end)
                 return s->rlen > s->message_max ? -EMSGSIZE : 0;
@@ -109,8 +124,10 @@ int varlink_stream_next(VarlinkStream *s, json_object **ret) {
         if (len > s->message_max)
                 return -EMSGSIZE;
 
-        json_tokener *tok = json_tokener_new_ex(s->depth_max);
-        if (!tok)
+        json_tokener *tok = cache ? *cache : NULL;
+        if (tok && tok->max_depth != s->depth_max)
+                tok = *cache = mfree_tokener(tok);
+        if (!tok && !(tok = json_tokener_new_ex(s->depth_max)))
                 return -ENOMEM;
         /* json-c's strict mode (no trailing commas, comments or leading
          * zeros; json-c 0.16 still lets single-quoted keys and NaN through,
@@ -119,7 +136,16 @@ int varlink_stream_next(VarlinkStream *s, json_object **ret) {
         json_object *o = json_tokener_parse_ex(tok, s->rbuf, (int) len);
         enum json_tokener_error e = json_tokener_get_error(tok);
         size_t used = json_tokener_get_parse_end(tok);
-        tokener_free_erase(tok);
+        if (cache && tok->pb && (size_t) tok->pb->size <= TOKENER_KEEP_PB) {
+                /* Kept for the next message: wiped and reset like a new one. */
+                explicit_bzero(tok->pb->buf, (size_t) tok->pb->size);
+                json_tokener_reset(tok);
+                *cache = tok;
+        } else {
+                tokener_free_erase(tok);
+                if (cache)
+                        *cache = NULL;
+        }
 
         bool ok = o && e == json_tokener_success && json_object_is_type(o, json_type_object);
         for (size_t i = used; ok && i < len; i++)
@@ -132,6 +158,10 @@ int varlink_stream_next(VarlinkStream *s, json_object **ret) {
         }
         *ret = o;
         return 1;
+}
+
+int varlink_stream_next(VarlinkStream *s, json_object **ret) {
+        return varlink_stream_next_cached(s, NULL, ret);
 }
 
 static void json_erase_strings(json_object *o) {

@@ -188,12 +188,14 @@ typedef struct VarlinkStream {
         size_t message_max;
         int depth_max;
         bool read_eof;
+        bool drained; /* the last fill read less than it asked for: nothing more is pending now */
 } VarlinkStream;
 
 void varlink_stream_init(VarlinkStream *s, int fd, size_t message_max, int depth_max);
 void varlink_stream_done(VarlinkStream *s); /* wipes and frees buffers, closes fd */
 
-/* Reads what is available. 0: read something or nothing pending (EAGAIN);
+/* Reads what is available, at most one chunk. 0: read something or nothing
+ * pending (EAGAIN; drained is set when the socket had no more than was read);
  * -ECONNRESET on EOF; -ENOBUFS when the input buffer is at its cap;
  * other negative errno on error. */
 int varlink_stream_fill(VarlinkStream *s);
@@ -202,6 +204,11 @@ int varlink_stream_feed(VarlinkStream *s, const void *data, size_t len);
 /* 1 and *ret set: a complete message; 0: need more input; -EMSGSIZE: frame over
  * the cap; -EBADMSG: not JSON, too deep, or not an object. */
 int varlink_stream_next(VarlinkStream *s, json_object **ret);
+/* The same, parsing with *cache (made when NULL) and keeping it for the next
+ * message, wiped: one tokener for every connection of a single-threaded
+ * server instead of one allocated per message. Free with varlink_tokener_free(). */
+int varlink_stream_next_cached(VarlinkStream *s, json_tokener **cache, json_object **ret);
+void varlink_tokener_free(json_tokener *tok);
 /* Serializes and queues a message; wipes its strings and drops it. -ENOBUFS past VARLINK_OUTPUT_MAX. */
 int varlink_stream_enqueue(VarlinkStream *s, json_object *message);
 /* Writes queued output. 0: all written; -EAGAIN: some left; other negative errno on error. */
