@@ -88,6 +88,7 @@ struct VarlinkConnection {
         bool dead;    /* free at the next chance */
         bool hup;
         bool processing; /* in connection_process(): a call completed now needs no deferred turn */
+        uint32_t events; /* the epoll mask last set */
 };
 
 struct VarlinkServer {
@@ -139,12 +140,13 @@ static void connection_free(VarlinkConnection *c) {
  * level-triggered epoll would report every one of them again on each turn
  * of the loop, which dispatches one source a turn (quadratic). Edge-triggered
  * is safe because input is read until a short read or EAGAIN (on an AF_UNIX
- * stream socket without SO_PASSCRED, a short read takes everything queued),
+ * stream socket without SO_PASSCRED, a short read takes everything queued;
+ * after EPOLLRDHUP, until EOF),
  * output is written until EAGAIN, and every change of the event mask
  * (EPOLL_CTL_MOD) re-arms the descriptor, so input left unread at the buffer
  * cap is reported again once there is room. */
 static void connection_update_events(VarlinkConnection *c) {
-        uint32_t events = EPOLLET;
+        uint32_t events = EPOLLET | EPOLLRDHUP;
 
         if (c->dead)
                 return;
@@ -152,7 +154,12 @@ static void connection_update_events(VarlinkConnection *c) {
                 events |= EPOLLIN;
         if (varlink_stream_has_output(&c->stream))
                 events |= EPOLLOUT;
-        (void) sd_event_source_set_io_events(c->io, events);
+        /* sd-event re-arms an edge-triggered source on every call, even with
+         * the same mask (an epoll_ctl() each time): only on a change. */
+        if (events == c->events)
+                return;
+        if (sd_event_source_set_io_events(c->io, events) >= 0)
+                c->events = events;
 }
 
 static void connection_schedule(VarlinkConnection *c) {
@@ -522,7 +529,7 @@ static int connection_on_io(sd_event_source *es, int fd, uint32_t revents, void 
         (void) es;
         (void) fd;
 
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (revents & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 for (;;) {
                         size_t before = c->stream.rlen;
                         r = varlink_stream_fill(&c->stream);
@@ -532,8 +539,13 @@ static int connection_on_io(sd_event_source *es, int fd, uint32_t revents, void 
                                 c->dead = true;
                                 break;
                         }
-                        if (c->stream.rlen == before || c->stream.drained)
-                                break; /* EAGAIN, or a short read: no recv() just to hear EAGAIN */
+                        /* EAGAIN, or a short read: no recv() just to hear
+                         * EAGAIN. Unless the peer has shut down its side: its
+                         * EOF may be queued behind the data with no further
+                         * edge to come, so read on until it is seen. */
+                        if (c->stream.rlen == before ||
+                            (c->stream.drained && !(revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))))
+                                break;
                 }
         }
         if (revents & (EPOLLHUP | EPOLLERR))
@@ -581,7 +593,8 @@ static int connection_new(VarlinkServer *s, int fd) {
         LIST_PREPEND(s->connections, c);
         s->n_connections++;
 
-        r = sd_event_add_io(s->event, &c->io, c->stream.fd, EPOLLIN | EPOLLET, connection_on_io, c);
+        c->events = EPOLLIN | EPOLLET | EPOLLRDHUP;
+        r = sd_event_add_io(s->event, &c->io, c->stream.fd, c->events, connection_on_io, c);
         if (r >= 0)
                 r = sd_event_add_defer(s->event, &c->defer, connection_on_defer, c);
         if (r >= 0)
