@@ -327,6 +327,61 @@ TEST(round_trip_socketpair) {
         varlink_stream_done(&b);
 }
 
+/* The output is written by hand, not by json-c: every kind of value, every
+ * character that must be escaped and the integer extremes come back equal. */
+TEST(serializer_round_trip) {
+        VarlinkStream a, b;
+        int sp[2];
+        socketpair_nb(sp);
+        varlink_stream_init(&a, sp[0], 0, 0);
+        varlink_stream_init(&b, sp[1], 0, 0);
+
+        char all[200], *p = all;
+        for (int ch = 1; ch < 0x80; ch++)
+                *p++ = (char) ch;
+        strcpy(p, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x94\x91"); /* é € and a 4-byte character */
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, all, json_object_new_string(all)); /* a key needs escaping too */
+        json_object_object_add(o, "empty", json_object_new_string(""));
+        json_object_object_add(o, "min", json_object_new_int64(INT64_MIN));
+        json_object_object_add(o, "max", json_object_new_int64(INT64_MAX));
+        json_object_object_add(o, "umax", json_object_new_uint64(UINT64_MAX));
+        json_object_object_add(o, "zero", json_object_new_int(0));
+        json_object_object_add(o, "neg", json_object_new_int(-42));
+        json_object_object_add(o, "dbl", json_object_new_double(-2.5e-7));
+        json_object_object_add(o, "t", json_object_new_boolean(true));
+        json_object_object_add(o, "f", json_object_new_boolean(false));
+        json_object_object_add(o, "null", NULL);
+        json_object *arr = json_object_new_array();
+        json_object_array_add(arr, json_object_new_array());
+        json_object_array_add(arr, json_object_new_object());
+        json_object_array_add(arr, json_object_new_string("\"\\/"));
+        json_object_array_add(arr, NULL);
+        json_object_object_add(o, "arr", arr);
+        json_object *want = NULL;
+        ASSERT_EQ(json_object_deep_copy(o, &want, NULL), 0);
+
+        ASSERT_OK(varlink_stream_enqueue(&a, o));
+        /* The frame is plain JSON, nothing but the NUL at its end. */
+        ASSERT_EQ(strlen(a.wbuf + a.wpos) + 1, a.wlen - a.wpos);
+        ASSERT_OK(varlink_stream_flush(&a));
+        json_object *got = NULL;
+        for (int i = 0; i < 100 && !got; i++) {
+                ASSERT_OK(varlink_stream_fill(&b));
+                ASSERT_TRUE(varlink_stream_next(&b, &got) >= 0);
+        }
+        ASSERT_TRUE(got);
+        if (!json_object_equal(got, want))
+                TEST_FAIL("sent %s, got %s", json_object_to_json_string(want), json_object_to_json_string(got));
+        json_object *u;
+        ASSERT_TRUE(json_object_object_get_ex(got, "umax", &u));
+        ASSERT_TRUE(json_object_get_uint64(u) == UINT64_MAX);
+        json_object_put(got);
+        json_object_put(want);
+        varlink_stream_done(&a);
+        varlink_stream_done(&b);
+}
+
 TEST(round_trip_partial_writes) {
         /* A message much larger than the socket buffer needs several flushes. */
         const size_t big = 600 * 1024;
@@ -525,6 +580,7 @@ int main(void) {
         RUN(bad_frames_then_good);
         RUN(consumed_input_is_wiped);
         RUN(round_trip_socketpair);
+        RUN(serializer_round_trip);
         RUN(round_trip_partial_writes);
         RUN(fill_stops_at_cap);
         RUN(output_cap);

@@ -2,6 +2,8 @@
 /* protocol/varlink-stream.c: NUL-terminated JSON framing with caps, shared by
  * server and client. Buffers may hold secrets, so everything consumed or freed
  * is wiped first. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "common/util.h"
@@ -197,43 +199,159 @@ void json_object_put_erase(json_object *o) {
         json_object_put(o);
 }
 
-int varlink_stream_enqueue(VarlinkStream *s, json_object *message) {
-        size_t len;
-        const char *text = json_object_to_json_string_length(message, JSON_C_TO_STRING_PLAIN, &len);
-        int r = 0;
+/* Makes room for n more bytes at the end of the output buffer, keeping
+ * what is pending (including a message being written) and wiping the old
+ * buffer. */
+static int output_reserve(VarlinkStream *s, size_t n) {
+        if (s->wsize - s->wlen >= n)
+                return 0;
+        size_t pending = s->wlen - s->wpos;
+        size_t size = pending + n;
+        if (size < 2 * s->wsize)
+                size = 2 * s->wsize;
+        if (size < 4096)
+                size = 4096;
+        char *b = malloc(size);
+        if (!b)
+                return -ENOMEM;
+        if (pending > 0)
+                memcpy(b, s->wbuf + s->wpos, pending);
+        erase_and_free(s->wbuf);
+        s->wbuf = b;
+        s->wsize = size;
+        s->wlen = pending;
+        s->wpos = 0;
+        return 0;
+}
 
-        if (!text) {
-                r = -ENOMEM;
-                goto out;
-        }
-        if (s->wlen - s->wpos + len + 1 > VARLINK_OUTPUT_MAX) {
-                r = -ENOBUFS;
-                goto out;
-        }
-        if (s->wsize - s->wlen < len + 1) {
-                size_t pending = s->wlen - s->wpos;
-                size_t n = pending + len + 1;
-                if (n < 2 * s->wsize)
-                        n = 2 * s->wsize;
-                char *b = malloc(n);
-                if (!b) {
-                        r = -ENOMEM;
-                        goto out;
+static int output_put(VarlinkStream *s, const char *p, size_t n) {
+        int r = output_reserve(s, n);
+        if (r < 0)
+                return r;
+        memcpy(s->wbuf + s->wlen, p, n);
+        s->wlen += n;
+        return 0;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped, every
+ * other byte as it is (the parser on the other side validates UTF-8). */
+static int output_string(VarlinkStream *s, const char *str, size_t len) {
+        static const char hex[] = "0123456789abcdef";
+        /* Worst case: every byte as \u00XX. */
+        if (len > (SIZE_MAX - 2) / 6)
+                return -ENOMEM;
+        int r = output_reserve(s, 6 * len + 2);
+        if (r < 0)
+                return r;
+        char *o = s->wbuf + s->wlen;
+        *o++ = '"';
+        for (size_t i = 0; i < len; i++) {
+                unsigned char ch = (unsigned char) str[i];
+                if (ch >= 0x20 && ch != '"' && ch != '\\') {
+                        *o++ = (char) ch;
+                        continue;
                 }
-                if (pending > 0)
-                        memcpy(b, s->wbuf + s->wpos, pending);
-                erase_and_free(s->wbuf);
-                s->wbuf = b;
-                s->wsize = n;
-                s->wlen = pending;
-                s->wpos = 0;
+                *o++ = '\\';
+                switch (ch) {
+                case '"':
+                case '\\':
+                        *o++ = (char) ch;
+                        break;
+                case '\n':
+                        *o++ = 'n';
+                        break;
+                case '\t':
+                        *o++ = 't';
+                        break;
+                case '\r':
+                        *o++ = 'r';
+                        break;
+                default:
+                        *o++ = 'u';
+                        *o++ = '0';
+                        *o++ = '0';
+                        *o++ = hex[ch >> 4];
+                        *o++ = hex[ch & 15];
+                        break;
+                }
         }
-        memcpy(s->wbuf + s->wlen, text, len + 1); /* including the NUL terminator: the frame delimiter */
-        s->wlen += len + 1;
-out:
-        /* The serialized text lives in the object's own print buffer: wipe it too. */
-        if (text)
-                explicit_bzero((char *) text, len);
+        *o++ = '"';
+        s->wlen = (size_t) (o - s->wbuf);
+        return 0;
+}
+
+/* Writes o as JSON straight into the output buffer: json-c's own serializer
+ * builds it in a print buffer of the object first, piece by piece, which
+ * was the largest single cost of a cache-hit reply. */
+static int output_json(VarlinkStream *s, json_object *o) {
+        int r = 0;
+        switch (json_object_get_type(o)) {
+        case json_type_null:
+                return output_put(s, "null", 4);
+        case json_type_boolean:
+                return json_object_get_boolean(o) ? output_put(s, "true", 4) : output_put(s, "false", 5);
+        case json_type_int: {
+                /* json-c keeps either an int64 or a uint64; the latter reads as INT64_MAX through get_int64(). */
+                char buf[24];
+                int64_t v = json_object_get_int64(o);
+                int n = v == INT64_MAX && json_object_get_uint64(o) > INT64_MAX
+                                ? snprintf(buf, sizeof buf, "%" PRIu64, json_object_get_uint64(o))
+                                : snprintf(buf, sizeof buf, "%" PRId64, v);
+                return output_put(s, buf, (size_t) n);
+        }
+        case json_type_double: {
+                /* Rare in replies: json-c's formatting, for the same text as before. */
+                size_t len;
+                const char *t = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+                return t ? output_put(s, t, len) : -ENOMEM;
+        }
+        case json_type_string:
+                return output_string(s, json_object_get_string(o), (size_t) json_object_get_string_len(o));
+        case json_type_object: {
+                bool first = true;
+                r = output_put(s, "{", 1);
+                json_object_object_foreach(o, key, val) {
+                        if (r >= 0 && !first)
+                                r = output_put(s, ",", 1);
+                        first = false;
+                        if (r >= 0)
+                                r = output_string(s, key, strlen(key));
+                        if (r >= 0)
+                                r = output_put(s, ":", 1);
+                        if (r >= 0)
+                                r = output_json(s, val);
+                }
+                return r < 0 ? r : output_put(s, "}", 1);
+        }
+        case json_type_array: {
+                size_t n = json_object_array_length(o);
+                r = output_put(s, "[", 1);
+                for (size_t i = 0; r >= 0 && i < n; i++) {
+                        if (i > 0)
+                                r = output_put(s, ",", 1);
+                        if (r >= 0)
+                                r = output_json(s, json_object_array_get_idx(o, i));
+                }
+                return r < 0 ? r : output_put(s, "]", 1);
+        }
+        }
+        return -EINVAL;
+}
+
+int varlink_stream_enqueue(VarlinkStream *s, json_object *message) {
+        size_t start = s->wlen - s->wpos; /* where the message begins, counted from wpos (the buffer may move) */
+        int r = output_json(s, message);
+        if (r >= 0)
+                r = output_put(s, "", 1); /* the NUL terminator: the frame delimiter */
+        if (r >= 0 && s->wlen - s->wpos > VARLINK_OUTPUT_MAX)
+                r = -ENOBUFS;
+        if (r < 0) {
+                /* Nothing of it stays queued. */
+                size_t begin = s->wpos + start;
+                if (s->wlen > begin)
+                        explicit_bzero(s->wbuf + begin, s->wlen - begin);
+                s->wlen = begin;
+        }
         json_object_put_erase(message);
         return r;
 }
