@@ -81,23 +81,38 @@ Credential *credential_free(Credential *c) {
         return NULL;
 }
 
-void credential_link(Manager *m, Credential *c) {
-        /* Kept sorted by name, so listings are stable. */
+int credential_link(Manager *m, Credential *c) {
+        int r = hashtab_insert(&m->credentials_by_name, &c->name_node, manager_name_hash(m, c->name));
+        if (r < 0)
+                return r;
+
+        /* Kept sorted by name, so listings are stable. The state file is
+         * sorted already: loading it appends at the tail, without a walk. */
         Credential **p = &m->credentials, *prev = NULL;
-        while (*p && strcmp((*p)->name, c->name) < 0) {
-                prev = *p;
-                p = &(*p)->next;
-        }
+        if (m->credentials_tail && strcmp(m->credentials_tail->name, c->name) < 0) {
+                prev = m->credentials_tail;
+                p = &prev->next;
+        } else
+                while (*p && strcmp((*p)->name, c->name) < 0) {
+                        prev = *p;
+                        p = &(*p)->next;
+                }
         c->next = *p;
         c->prev = prev;
         if (c->next)
                 c->next->prev = c;
+        else
+                m->credentials_tail = c;
         *p = c;
         m->n_credentials++;
+        return 0;
 }
 
 void credential_unlink(Credential *c) {
         Manager *m = c->manager;
+        hashtab_remove(&m->credentials_by_name, &c->name_node);
+        if (m->credentials_tail == c)
+                m->credentials_tail = c->prev;
         LIST_REMOVE(m->credentials, c);
         m->n_credentials--;
 }
@@ -257,13 +272,18 @@ int credential_commit(Credential *c, TokenResponse *t, const char **ret_reason) 
         }
 
         Credential *old = manager_find_credential(m, c->name);
+        /* Linked before the old one goes, so that a failure leaves the old one in place. */
+        r = credential_link(m, c);
+        if (r < 0) {
+                *ret_reason = "out of memory";
+                return r;
+        }
         if (old) {
                 credential_unlink(old);
                 credential_free(old);
         }
         c->state = CREDENTIAL_OK;
         c->last_error = mfree(c->last_error);
-        credential_link(m, c);
         (void) manager_save_state(m);
         if (engine_seed(c, t) < 0)
                 log_warning("Credential %s: cannot cache its first token, ignoring", c->name);

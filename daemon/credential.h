@@ -24,6 +24,7 @@ typedef enum CredentialState {
 struct Credential {
         Manager *manager;
         Credential *prev, *next;
+        HashNode name_node; /* in the manager's credentials_by_name, while linked */
 
         char *name;
         char *issuer; /* may be NULL */
@@ -71,7 +72,9 @@ int credential_new(Manager *m, const char *name, Credential **ret);
  * refresh and answers its waiting calls with `error_name` (NULL: NoSuchCredential). */
 Credential *credential_free(Credential *c);
 
-void credential_link(Manager *m, Credential *c);
+/* Links the credential into the manager (sorted list, name index). -ENOMEM:
+ * not linked. */
+int credential_link(Manager *m, Credential *c);
 void credential_unlink(Credential *c);
 void credential_set_last_error(Credential *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

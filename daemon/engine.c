@@ -8,13 +8,14 @@
 #include "audit.h"
 #include "consent.h"
 #include "common/crash-point.h"
+#include "common/hashtab.h"
+#include "common/heap.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine.h"
 #include "policy.h"
 
-#define ENTRIES_MAX 64U
 #define BACKOFF_MIN_USEC (1 * USEC_PER_SEC)
 #define BACKOFF_MAX_USEC (60 * USEC_PER_SEC)
 #define RETRY_AFTER_MAX_USEC (600 * USEC_PER_SEC)
@@ -40,32 +41,71 @@
 typedef struct Waiter Waiter;
 typedef struct Subscriber Subscriber;
 
-struct TokenEntry {
-        Credential *cred;
-        TokenEntry *prev, *next;
+/* A scope set shared by every cache entry that asked for (or was granted)
+ * the same scopes: most entries of a credential ask for all it holds. */
+typedef struct SharedScopes {
+        HashNode node; /* in Engine.scope_sets, by content */
+        unsigned n_ref;
+        ScopeSet set;
+} SharedScopes;
 
-        ScopeSet scopes;  /* what the callers asked for */
-        bool full_scope;  /* scopes are all the credential holds: send no scope parameter */
-        char *resource;   /* may be NULL */
+/* A cache entry. With 100,000 of them its size is the daemon's size: no
+ * event source of its own (one timer serves all, over a heap), scope sets
+ * shared, the resource in the same allocation. */
+struct TokenEntry {
+        HashNode node;   /* in Engine.entries, by (credential, scopes, resource) */
+        HeapNode due;    /* in Engine.timers, by boottime usec: refresh_at, else expires */
+        Credential *cred;
+        TokenEntry *prev, *next;         /* the credential's entries */
+        TokenEntry *lru_prev, *lru_next; /* every entry, most recently used first */
+
+        SharedScopes *scopes;  /* what the callers asked for */
+        SharedScopes *granted; /* what the provider said it granted; NULL: as asked */
+        char *resource;        /* may be NULL; points into this allocation */
 
         char *access_token; /* secret; NULL when none is cached */
-        char *token_type;
-        ScopeSet granted;
-        uint64_t expires;  /* boottime usec */
-        uint64_t lifetime; /* usec, of the last token issued */
+        char *token_type;   /* NULL: "Bearer" */
+        uint64_t expires;    /* boottime usec */
+        uint64_t lifetime;   /* usec, of the last token issued */
         uint64_t refresh_at; /* boottime usec of the proactive refresh, 0 when none */
-        sd_event_source *timer; /* proactive refresh, or expiry */
-
-        uint64_t last_used; /* boottime usec */
-        bool queued;
+        uint64_t last_used;  /* boottime usec */
         uint64_t queue_seq;
-        Waiter *waiters;
-        unsigned n_waiters;
-        Subscriber *subscribers;
-        unsigned n_subscribers;
         uint64_t generation; /* counts the tokens installed */
+
+        Waiter *waiters;
+        Subscriber *subscribers;
         const char *fail_error; /* the error of the last failed refresh, for subscribers */
+        unsigned n_waiters;
+        unsigned n_subscribers;
+        char token_fp[13]; /* audit fingerprint of access_token ("" when none) */
+        bool full_scope;   /* scopes are all the credential holds: send no scope parameter */
+        bool queued;
+        /* Fields ordered so that none needs padding: 208 bytes on 64-bit. */
 };
+
+struct Engine {
+        Manager *manager;
+        HashTable entries;    /* TokenEntry by (credential, scopes, resource) */
+        HashTable scope_sets; /* SharedScopes by content */
+        /* Entries with a token, by when their timer is due (proactive
+         * refresh, else expiry): a binary min-heap, and one event source
+         * armed at its top. */
+        Heap timers;
+        sd_event_source *timer;
+        uint64_t timer_at; /* what the timer is armed at; 0: off */
+        TokenEntry *lru_head, *lru_tail;
+        unsigned n_entries;
+        unsigned n_tokens; /* entries holding a token */
+};
+
+static const ScopeSet *entry_scopes(const TokenEntry *e) {
+        return &e->scopes->set;
+}
+
+/* What the token covers, for replies and the record. */
+static const ScopeSet *entry_granted(const TokenEntry *e) {
+        return e->granted ? &e->granted->set : &e->scopes->set;
+}
 
 struct Waiter {
         TokenEntry *entry;
@@ -118,6 +158,17 @@ static void engine_audit(Credential *c, AuditEvent ev, VarlinkCall *call, const 
                                                .reason = reason });
 }
 
+/* A record about the token an entry holds: its fingerprint was taken once,
+ * when the token came (if that failed, audit takes it from the token). */
+static void engine_audit_token(TokenEntry *e, AuditEvent ev, VarlinkCall *call) {
+        Credential *c = e->cred;
+        audit_log(c->manager, &(AuditRecord) { .event = ev, .credential = c->name, .scopes = entry_granted(e),
+                                               .resource = e->resource, .agent = audit_call_agent(call),
+                                               .grant = varlink_call_get_tag(call),
+                                               .token = e->token_fp[0] ? NULL : e->access_token,
+                                               .token_fp = e->token_fp[0] ? e->token_fp : NULL });
+}
+
 /* Refuses a GetToken call with a named error, on the record. */
 static int engine_deny(Credential *c, VarlinkCall *call, const ScopeSet *scopes, const char *resource,
                        const char *error, json_object *params) {
@@ -163,7 +214,7 @@ static void waiter_fail(Waiter *w, const char *error, json_object *params) {
         TokenEntry *e = w->entry;
         varlink_call_set_cancel(call, NULL, NULL);
         waiter_free(w);
-        (void) engine_deny(e->cred, call, &e->scopes, e->resource, error, params);
+        (void) engine_deny(e->cred, call, entry_scopes(e), e->resource, error, params);
 }
 
 /* The parameters of an agent error about the entry's token. */
@@ -173,7 +224,7 @@ static json_object *entry_error_parameters(TokenEntry *e, const char *error, con
                 p = json_object_new_object();
                 if (p) {
                         json_object_object_add(p, "credential", json_object_new_string(e->cred->name));
-                        json_object_object_add(p, "scopes", scope_set_to_json(&e->scopes));
+                        json_object_object_add(p, "scopes", scope_set_to_json(entry_scopes(e)));
                 }
         } else if (streq(error, ERR_LIFETIME)) {
                 p = json_object_new_object();
@@ -218,9 +269,8 @@ static json_object *entry_token_parameters(TokenEntry *e, VarlinkCall *call, uin
         json_object_object_add(p, "token", json_object_new_string(e->access_token));
         json_object_object_add(p, "token_type", json_object_new_string(e->token_type ?: "Bearer"));
         json_object_object_add(p, "expires_at", json_object_new_int64(boot_to_epoch_sec(expires)));
-        json_object_object_add(p, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
-        engine_audit(e->cred, AUDIT_ISSUE, call, e->granted.n > 0 ? &e->granted : &e->scopes, e->resource,
-                     e->access_token, NULL);
+        json_object_object_add(p, "scopes", scope_set_to_json(entry_granted(e)));
+        engine_audit_token(e, AUDIT_ISSUE, call);
         if (ret_expires)
                 *ret_expires = expires;
         return p;
@@ -244,28 +294,145 @@ static int entry_reply(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, uint64
         return varlink_call_reply(call, p);
 }
 
+/* ---- shared scope sets ---- */
+
+static uint64_t scopes_hash(Engine *g, const ScopeSet *set) {
+        SipHash h;
+        siphash24_init(&h, &g->manager->hash_key);
+        for (size_t i = 0; i < set->n; i++)
+                siphash24_feed_string(&h, set->items[i]);
+        return siphash24_end(&h);
+}
+
+/* The shared set equal to `set`, or NULL: then no entry asked for it. */
+static SharedScopes *scopes_lookup(Engine *g, const ScopeSet *set, uint64_t hash) {
+        for (HashNode *n = hashtab_first(&g->scope_sets, hash); n; n = hashtab_next(n)) {
+                SharedScopes *x = HASHTAB_ITEM(n, SharedScopes, node);
+                if (scope_set_equal(&x->set, set))
+                        return x;
+        }
+        return NULL;
+}
+
+/* A reference to the shared set equal to `set` (copied when new). */
+static int scopes_ref(Engine *g, const ScopeSet *set, SharedScopes **ret) {
+        uint64_t hash = scopes_hash(g, set);
+        SharedScopes *x = scopes_lookup(g, set, hash);
+        if (x) {
+                x->n_ref++;
+                *ret = x;
+                return 0;
+        }
+        x = calloc(1, sizeof *x);
+        if (!x)
+                return -ENOMEM;
+        if (scope_set_copy(set, &x->set) < 0 || hashtab_insert(&g->scope_sets, &x->node, hash) < 0) {
+                scope_set_done(&x->set);
+                free(x);
+                return -ENOMEM;
+        }
+        x->n_ref = 1;
+        *ret = x;
+        return 0;
+}
+
+static SharedScopes *scopes_unref(Engine *g, SharedScopes *x) {
+        if (x && --x->n_ref == 0) {
+                hashtab_remove(&g->scope_sets, &x->node);
+                scope_set_done(&x->set);
+                free(x);
+        }
+        return NULL;
+}
+
+/* ---- the timer heap ---- */
+
+static TokenEntry *entry_of_due(HeapNode *n) {
+        return n ? (TokenEntry *) (void *) ((char *) n - offsetof(TokenEntry, due)) : NULL;
+}
+
+/* Arms the one timer at the heap's top. */
+static void engine_arm(Engine *g) {
+        HeapNode *top = heap_top(&g->timers);
+        if (!top) {
+                if (g->timer_at != 0)
+                        (void) sd_event_source_set_enabled(g->timer, SD_EVENT_OFF);
+                g->timer_at = 0;
+                return;
+        }
+        uint64_t when = top->key;
+        if (when == g->timer_at)
+                return;
+        if (sd_event_source_set_time(g->timer, when) < 0 ||
+            sd_event_source_set_enabled(g->timer, SD_EVENT_ONESHOT) < 0) {
+                log_warning("Cannot arm the token cache's timer, ignoring");
+                g->timer_at = 0;
+                return;
+        }
+        g->timer_at = when;
+}
+
 /* ---- entries ---- */
 
+static void lru_unlink(Engine *g, TokenEntry *e) {
+        if (e->lru_prev)
+                e->lru_prev->lru_next = e->lru_next;
+        else
+                g->lru_head = e->lru_next;
+        if (e->lru_next)
+                e->lru_next->lru_prev = e->lru_prev;
+        else
+                g->lru_tail = e->lru_prev;
+        e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_push(Engine *g, TokenEntry *e) {
+        e->lru_prev = NULL;
+        e->lru_next = g->lru_head;
+        if (g->lru_head)
+                g->lru_head->lru_prev = e;
+        else
+                g->lru_tail = e;
+        g->lru_head = e;
+}
+
+/* The entry was asked for (or delivered) now. */
+static void entry_touch(TokenEntry *e, uint64_t now) {
+        Engine *g = e->cred->manager->engine;
+        e->last_used = now;
+        if (g->lru_head != e) {
+                lru_unlink(g, e);
+                lru_push(g, e);
+        }
+}
+
 static void entry_drop_token(TokenEntry *e) {
+        Engine *g = e->cred->manager->engine;
+        if (e->access_token)
+                g->n_tokens--;
         e->access_token = erase_and_free(e->access_token);
         e->token_type = mfree(e->token_type);
-        scope_set_done(&e->granted);
+        e->granted = scopes_unref(g, e->granted);
+        e->token_fp[0] = 0;
         e->expires = 0;
         e->refresh_at = 0;
-        (void) sd_event_source_set_enabled(e->timer, SD_EVENT_OFF);
+        heap_remove(&g->timers, &e->due);
+        engine_arm(g);
 }
 
 static void entry_free(TokenEntry *e) {
         Credential *c = e->cred;
+        Engine *g = c->manager->engine;
 
         entry_fail_waiters(e, ERR_UNAVAILABLE, "cache entry dropped");
         entry_end_subscribers(e, ERR_UNAVAILABLE, "cache entry dropped");
         if (c->refreshing == e)
                 c->refreshing = NULL;
         entry_drop_token(e);
-        sd_event_source_disable_unref(e->timer);
-        scope_set_done(&e->scopes);
-        free(e->resource);
+        hashtab_remove(&g->entries, &e->node);
+        lru_unlink(g, e);
+        g->n_entries--;
+        e->scopes = scopes_unref(g, e->scopes);
         LIST_REMOVE(c->entries, e);
         c->n_entries--;
         free(e);
@@ -281,56 +448,83 @@ static void entry_gc(TokenEntry *e) {
                 entry_free(e);
 }
 
-static int entry_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        TokenEntry *e = userdata;
+/* The entry's timer is due (it is out of the heap): a proactive refresh, or expiry. */
+static void entry_on_timer(TokenEntry *e, uint64_t now) {
         Manager *m = e->cred->manager;
-        uint64_t now = now_boot();
-        (void) s;
-        (void) usec;
 
         if (e->access_token && e->expires <= now) {
                 /* Expired and not refreshed (idle): wipe it. */
                 entry_drop_token(e);
                 entry_gc(e);
-                return 0;
+                return;
         }
         if (e->refresh_at > 0 && now >= e->refresh_at) {
                 e->refresh_at = 0;
                 if (now - e->last_used <= m->keep_fresh_usec) {
                         /* Already queued or being refreshed: that refresh plans the next one. */
                         if (e->queued || e->cred->refreshing == e)
-                                return 0;
+                                return;
                         log_debug("Refreshing a token of credential %s proactively", e->cred->name);
                         e->queued = true;
                         e->queue_seq = ++m->queue_seq;
                         cred_kick(e->cred);
-                        return 0;
+                        return;
                 }
         }
         entry_schedule(e);
+}
+
+static int engine_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Engine *g = userdata;
+        uint64_t now = now_boot();
+        (void) s;
+        (void) usec;
+
+        g->timer_at = 0; /* a oneshot: off now */
+        /* Each handler may free entries, the one after it included: take the top afresh each time. */
+        for (TokenEntry *e; (e = entry_of_due(heap_top(&g->timers))) && e->due.key <= now;) {
+                heap_remove(&g->timers, &e->due);
+                entry_on_timer(e, now);
+        }
+        engine_arm(g);
         return 0;
 }
 
-/* Arms the entry's timer: at refresh_at when one is planned, else at expiry. */
+/* Puts the entry in the timer heap: at refresh_at when one is planned, else at expiry. */
 static void entry_schedule(TokenEntry *e) {
+        Engine *g = e->cred->manager->engine;
         uint64_t when = e->refresh_at ?: e->expires;
-        if (!e->access_token || when == 0) {
-                (void) sd_event_source_set_enabled(e->timer, SD_EVENT_OFF);
-                return;
-        }
-        if (sd_event_source_set_time(e->timer, when) < 0 ||
-            sd_event_source_set_enabled(e->timer, SD_EVENT_ONESHOT) < 0)
+        if (!e->access_token || when == 0)
+                heap_remove(&g->timers, &e->due);
+        else if (heap_set(&g->timers, &e->due, when) < 0)
                 log_warning("Cannot arm refresh timer of credential %s, ignoring", e->cred->name);
+        engine_arm(g);
+}
+
+static uint64_t entry_hash(Engine *g, Credential *c, SharedScopes *scopes, const char *resource) {
+        SipHash h;
+        siphash24_init(&h, &g->manager->hash_key);
+        siphash24_feed(&h, &c, sizeof c);
+        siphash24_feed(&h, &scopes, sizeof scopes);
+        siphash24_feed_string(&h, resource);
+        return siphash24_end(&h);
 }
 
 static TokenEntry *entry_find(Credential *c, const ScopeSet *scopes, const char *resource) {
-        for (TokenEntry *e = c->entries; e; e = e->next)
-                if (scope_set_equal(&e->scopes, scopes) && streq_ptr(e->resource, resource))
+        Engine *g = c->manager->engine;
+        SharedScopes *x = scopes_lookup(g, scopes, scopes_hash(g, scopes));
+        if (!x)
+                return NULL;
+        uint64_t hash = entry_hash(g, c, x, resource);
+        for (HashNode *n = hashtab_first(&g->entries, hash); n; n = hashtab_next(n)) {
+                TokenEntry *e = HASHTAB_ITEM(n, TokenEntry, node);
+                if (e->cred == c && e->scopes == x && streq_ptr(e->resource, resource))
                         return e;
+        }
         return NULL;
 }
 
-/* Makes room by dropping the least recently used idle entry. */
+/* Makes room in the credential by dropping its least recently used idle entry. */
 static bool cred_evict_one(Credential *c) {
         TokenEntry *victim = NULL;
         for (TokenEntry *e = c->entries; e; e = e->next)
@@ -342,31 +536,49 @@ static bool cred_evict_one(Credential *c) {
         return true;
 }
 
-static int entry_new(Credential *c, ScopeSet *scopes, const char *resource, TokenEntry **ret) {
-        if (c->n_entries >= ENTRIES_MAX && !cred_evict_one(c))
+/* Makes room in the cache: the least recently used idle entry of any credential goes. */
+static bool engine_evict_one(Engine *g) {
+        for (TokenEntry *e = g->lru_tail; e; e = e->lru_prev)
+                if (entry_idle(e)) {
+                        entry_free(e);
+                        return true;
+                }
+        return false;
+}
+
+static int entry_new(Credential *c, const ScopeSet *scopes, const char *resource, TokenEntry **ret) {
+        Engine *g = c->manager->engine;
+        int r;
+
+        if (c->n_entries >= ENTRIES_PER_CREDENTIAL_MAX && !cred_evict_one(c))
+                return -EBUSY;
+        if (g->n_entries >= TOKENS_MAX && !engine_evict_one(g))
                 return -EBUSY;
 
-        TokenEntry *e = calloc(1, sizeof *e);
+        size_t rl = resource ? strlen(resource) + 1 : 0;
+        TokenEntry *e = calloc(1, sizeof *e + rl);
         if (!e)
                 return -ENOMEM;
         e->cred = c;
-        if (resource && !(e->resource = strdup(resource))) {
-                free(e);
-                return -ENOMEM;
-        }
-        int r = sd_event_add_time(c->manager->event, &e->timer, CLOCK_BOOTTIME, UINT64_MAX, USEC_PER_SEC / 10,
-                                  entry_on_timer, e);
+        e->due = HEAP_NODE_INIT;
+        if (resource)
+                e->resource = memcpy((char *) (e + 1), resource, rl);
+        r = scopes_ref(g, scopes, &e->scopes);
         if (r < 0) {
-                free(e->resource);
                 free(e);
                 return r;
         }
-        (void) sd_event_source_set_enabled(e->timer, SD_EVENT_OFF);
-        e->scopes = *scopes;
-        *scopes = (ScopeSet) {};
-        e->full_scope = c->scopes.n == 0 || scope_set_equal(&e->scopes, &c->scopes);
+        r = hashtab_insert(&g->entries, &e->node, entry_hash(g, c, e->scopes, e->resource));
+        if (r < 0) {
+                scopes_unref(g, e->scopes);
+                free(e);
+                return r;
+        }
+        e->full_scope = c->scopes.n == 0 || scope_set_equal(entry_scopes(e), &c->scopes);
         LIST_PREPEND(c->entries, e);
         c->n_entries++;
+        lru_push(g, e);
+        g->n_entries++;
         *ret = e;
         return 0;
 }
@@ -374,27 +586,42 @@ static int entry_new(Credential *c, ScopeSet *scopes, const char *resource, Toke
 /* Installs a fresh token in the entry and plans its proactive refresh.
  * issued: when the token was asked for (boottime usec; 0: now). Its life is
  * counted from then, so that what agents are told never exceeds the truth
- * by the provider's latency. */
-static int entry_set_token(TokenEntry *e, const TokenResponse *t, uint64_t issued) {
+ * by the provider's latency. fp: the token's audit fingerprint when the
+ * caller took it already ("" or NULL: taken here). */
+static int entry_set_token(TokenEntry *e, const TokenResponse *t, uint64_t issued, const char *fp) {
         Credential *c = e->cred;
+        Engine *g = c->manager->engine;
         char *at = secret_strdup(t->access_token);
-        char *type = strdup(t->token_type ?: "Bearer");
+        char *type = NULL;
         ScopeSet granted = {};
+        SharedScopes *shared = NULL;
 
-        if (!at || !type || (t->scope && scope_set_from_string(t->scope, &granted) < 0)) {
+        /* Nearly every provider says "Bearer": no copy of it per entry. */
+        if (t->token_type && !streq(t->token_type, "Bearer"))
+                type = strdup(t->token_type);
+        if (!at || (t->token_type && !streq(t->token_type, "Bearer") && !type) ||
+            (t->scope && scope_set_from_string(t->scope, &granted) < 0) ||
+            /* Granted as asked (the usual case): nothing to keep. */
+            (granted.n > 0 && !scope_set_equal(&granted, entry_scopes(e)) && scopes_ref(g, &granted, &shared) < 0)) {
                 erase_and_free(at);
                 free(type);
                 scope_set_done(&granted);
                 return -ENOMEM;
         }
-        if (granted.n > 0 && e->scopes.n > 0 && !scope_set_is_subset(&granted, &e->scopes, NULL))
+        if (granted.n > 0 && e->scopes->set.n > 0 && !scope_set_is_subset(&granted, entry_scopes(e), NULL))
                 log_warning("Provider of credential %s granted wider scopes than asked for", c->name);
+        scope_set_done(&granted);
 
         entry_drop_token(e);
         e->access_token = at;
         e->token_type = type;
-        e->granted = granted;
+        e->granted = shared;
+        g->n_tokens++;
         e->generation++;
+        if (fp && fp[0])
+                memcpy(e->token_fp, fp, sizeof e->token_fp);
+        else if (audit_fingerprint(at, e->token_fp) < 0)
+                e->token_fp[0] = 0; /* audit takes it from the token */
 
         uint64_t now = issued ?: now_boot();
         e->lifetime = (uint64_t) t->expires_in * USEC_PER_SEC;
@@ -438,7 +665,7 @@ static void subscriber_end(Subscriber *s, const char *error, json_object *params
         TokenEntry *e = s->entry;
         varlink_call_set_cancel(call, NULL, NULL);
         subscriber_free(s);
-        (void) engine_deny(e->cred, call, &e->scopes, e->resource, error, params);
+        (void) engine_deny(e->cred, call, entry_scopes(e), e->resource, error, params);
 }
 
 static void entry_end_subscribers(TokenEntry *e, const char *error, const char *reason) {
@@ -503,7 +730,7 @@ static void subscriber_deliver(Subscriber *s, bool check) {
         json_object *params = NULL;
 
         if (check) {
-                int r = consent_check_stream(c->manager, s->call, c, &e->scopes, e->resource, s->min_ttl, true,
+                int r = consent_check_stream(c->manager, s->call, c, entry_scopes(e), e->resource, s->min_ttl, true,
                                              &error, &params);
                 if (r == -EPERM) {
                         subscriber_end(s, error, params);
@@ -522,7 +749,7 @@ static void subscriber_deliver(Subscriber *s, bool check) {
                 subscriber_end(s, ERR_UNAVAILABLE, engine_error_parameters(c->name, ERR_UNAVAILABLE, "out of memory", -1));
                 return;
         }
-        e->last_used = now_boot();
+        entry_touch(e, now_boot());
         s->told_expires = told;
         s->generation = e->generation;
         subscriber_schedule(s, false);
@@ -591,13 +818,13 @@ static int subscriber_attach(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, 
                         json_object_object_add(p, "credential", json_object_new_string(c->name));
                         json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (limit / USEC_PER_SEC)));
                 }
-                return engine_deny(c, call, &e->scopes, e->resource, ERR_LIFETIME, p);
+                return engine_deny(c, call, entry_scopes(e), e->resource, ERR_LIFETIME, p);
         }
         if (m->n_subscriptions >= SUBSCRIPTIONS_MAX) {
                 json_object *p = json_object_new_object();
                 if (p)
                         json_object_object_add(p, "max", json_object_new_int64(SUBSCRIPTIONS_MAX));
-                return engine_deny(c, call, &e->scopes, e->resource, ERR_TOO_MANY_SUBSCRIPTIONS, p);
+                return engine_deny(c, call, entry_scopes(e), e->resource, ERR_TOO_MANY_SUBSCRIPTIONS, p);
         }
 
         Subscriber *s = calloc(1, sizeof *s);
@@ -699,7 +926,7 @@ static void subscriber_recheck(Subscriber *s, void *userdata) {
         json_object *params = NULL;
         (void) userdata;
 
-        int r = consent_check_stream(e->cred->manager, s->call, e->cred, &e->scopes, e->resource, s->min_ttl, true,
+        int r = consent_check_stream(e->cred->manager, s->call, e->cred, entry_scopes(e), e->resource, s->min_ttl, true,
                                      &error, &params);
         if (r == -EPERM) {
                 subscriber_end(s, error, params);
@@ -733,7 +960,7 @@ static void waiter_recheck(Waiter *w, void *userdata) {
         /* The policy only: the grant it was let in under is watched by
          * engine_subscriptions_grant_ended() (and a single-use one is
          * already spent on this very call). */
-        int r = consent_check_stream(e->cred->manager, w->call, e->cred, &e->scopes, e->resource, w->min_ttl, false,
+        int r = consent_check_stream(e->cred->manager, w->call, e->cred, entry_scopes(e), e->resource, w->min_ttl, false,
                                      &error, &params);
         if (r == -EPERM)
                 waiter_fail(w, error, params);
@@ -834,9 +1061,16 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 /* The provider may have rotated the refresh token: the new
                  * one exists only in this response until it is saved. */
                 crash_point("refresh-response");
-                /* On behalf of the first waiter, if any; else proactive (no agent). */
-                engine_audit(c, AUDIT_REFRESH, e && e->waiters ? e->waiters->call : NULL, e ? &e->scopes : NULL,
-                             e ? e->resource : NULL, t.access_token, NULL);
+                /* On behalf of the first waiter, if any; else proactive (no agent).
+                 * The fingerprint is taken once, for this record and the entry. */
+                char fp[13] = "";
+                if (t.access_token && audit_fingerprint(t.access_token, fp) < 0)
+                        fp[0] = 0;
+                audit_log(m, &(AuditRecord) { .event = AUDIT_REFRESH, .credential = c->name,
+                                              .scopes = e ? entry_scopes(e) : NULL, .resource = e ? e->resource : NULL,
+                                              .agent = audit_call_agent(e && e->waiters ? e->waiters->call : NULL),
+                                              .grant = varlink_call_get_tag(e && e->waiters ? e->waiters->call : NULL),
+                                              .token = fp[0] ? NULL : t.access_token, .token_fp = fp[0] ? fp : NULL });
                 int r = cred_adopt_refresh_token(c, t.refresh_token);
                 c->failures = 0;
                 if (r < 0) {
@@ -851,7 +1085,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 c->last_error = mfree(c->last_error);
                 if (!e)
                         break;
-                if (entry_set_token(e, &t, c->refresh_started) < 0) {
+                if (entry_set_token(e, &t, c->refresh_started, fp) < 0) {
                         e->fail_error = ERR_UNAVAILABLE;
                         entry_fail_waiters(e, ERR_UNAVAILABLE, "out of memory");
                         break;
@@ -890,7 +1124,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                             err.code);
                 credential_set_last_error(c, "%s%s%s", err.code, err.description[0] ? ": " : "", err.description);
                 c->state = CREDENTIAL_REAUTH_REQUIRED;
-                engine_audit(c, AUDIT_REAUTH_NEEDED, e && e->waiters ? e->waiters->call : NULL, e ? &e->scopes : NULL,
+                engine_audit(c, AUDIT_REAUTH_NEEDED, e && e->waiters ? e->waiters->call : NULL, e ? entry_scopes(e) : NULL,
                              e ? e->resource : NULL, NULL, err.code);
                 (void) manager_save_state(m);
                 engine_flush(c, ERR_REAUTH, NULL);
@@ -939,7 +1173,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
 
 static int cred_start_refresh(Credential *c, TokenEntry *e) {
         crash_point("refresh-send");
-        int r = engine_refresh_request(c, e->full_scope ? NULL : &e->scopes, e->resource, cred_on_refresh_done, c,
+        int r = engine_refresh_request(c, e->full_scope ? NULL : entry_scopes(e), e->resource, cred_on_refresh_done, c,
                                        &c->inflight);
         if (r < 0)
                 return r;
@@ -1047,13 +1281,16 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
                 if (r == -EBUSY)
                         return engine_deny(c, call, &requested, resource, ERR_UNAVAILABLE,
                                            engine_error_parameters(c->name, ERR_UNAVAILABLE,
-                                                                   "too many distinct scope sets in use", -1));
+                                                                   c->n_entries >= ENTRIES_PER_CREDENTIAL_MAX
+                                                                           ? "too many distinct scope sets in use"
+                                                                           : "too many cached tokens",
+                                                                   -1));
                 if (r < 0)
                         return r;
         }
 
         uint64_t now = now_boot();
-        e->last_used = now;
+        entry_touch(e, now);
         uint64_t limit = e->lifetime;
         if (max_lifetime > 0 && (limit == 0 || max_lifetime < limit))
                 limit = max_lifetime;
@@ -1063,7 +1300,7 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
                         json_object_object_add(p, "credential", json_object_new_string(c->name));
                         json_object_object_add(p, "lifetime", json_object_new_int64((int64_t) (limit / USEC_PER_SEC)));
                 }
-                return engine_deny(c, call, &e->scopes, resource, ERR_LIFETIME, p);
+                return engine_deny(c, call, entry_scopes(e), resource, ERR_LIFETIME, p);
         }
         /* A new subscriber needs more than min_ttl: room to renew ahead of it
          * without a hurry, or it would be told to go away at once. */
@@ -1103,19 +1340,18 @@ int engine_get_token(Credential *c, VarlinkCall *call, ScopeSet *scopes, const c
 /* ---- the rest ---- */
 
 int engine_seed(Credential *c, const TokenResponse *t) {
-        ScopeSet s = {};
-        TokenEntry *e;
+        TokenEntry *e = entry_find(c, &c->scopes, NULL);
+        int r;
 
-        if (scope_set_copy(&c->scopes, &s) < 0)
-                return -ENOMEM;
-        int r = entry_new(c, &s, NULL, &e);
-        scope_set_done(&s);
+        if (!e) {
+                r = entry_new(c, &c->scopes, NULL, &e);
+                if (r < 0)
+                        return r;
+        }
+        entry_touch(e, now_boot());
+        r = entry_set_token(e, t, 0, NULL);
         if (r < 0)
-                return r;
-        e->last_used = now_boot();
-        r = entry_set_token(e, t, 0);
-        if (r < 0)
-                entry_free(e);
+                entry_gc(e);
         return r;
 }
 
@@ -1145,7 +1381,7 @@ json_object *engine_entries_to_json(Credential *c) {
                 json_object *o = json_object_new_object();
                 if (!o)
                         break;
-                json_object_object_add(o, "scopes", scope_set_to_json(e->granted.n > 0 ? &e->granted : &e->scopes));
+                json_object_object_add(o, "scopes", scope_set_to_json(entry_granted(e)));
                 if (e->resource)
                         json_object_object_add(o, "resource", json_object_new_string(e->resource));
                 json_object_object_add(o, "expires_at", json_object_new_int64(boot_to_epoch_sec(e->expires)));
@@ -1159,12 +1395,35 @@ json_object *engine_entries_to_json(Credential *c) {
 }
 
 unsigned engine_count_cached(Manager *m) {
-        unsigned n = 0;
-        uint64_t now = now_boot();
-        for (Credential *c = m->credentials; c; c = c->next)
-                for (TokenEntry *e = c->entries; e; e = e->next)
-                        n += e->access_token && e->expires > now;
-        return n;
+        return m->engine ? m->engine->n_tokens : 0;
+}
+
+int engine_new(Manager *m, Engine **ret) {
+        Engine *g = calloc(1, sizeof *g);
+        if (!g)
+                return -ENOMEM;
+        g->manager = m;
+        int r = sd_event_add_time(m->event, &g->timer, CLOCK_BOOTTIME, UINT64_MAX, USEC_PER_SEC / 10, engine_on_timer,
+                                  g);
+        if (r < 0) {
+                free(g);
+                return r;
+        }
+        (void) sd_event_source_set_enabled(g->timer, SD_EVENT_OFF);
+        *ret = g;
+        return 0;
+}
+
+Engine *engine_free(Engine *g) {
+        if (!g)
+                return NULL;
+        /* The credentials went first, and their entries with them. */
+        sd_event_source_disable_unref(g->timer);
+        hashtab_done(&g->entries);
+        hashtab_done(&g->scope_sets);
+        heap_done(&g->timers);
+        free(g);
+        return NULL;
 }
 
 void engine_flush_stores(Manager *m) {

@@ -16,6 +16,24 @@
 #include "scopes.h"
 #include "varlink.h"
 
+/* Cached tokens (cache entries: one per credential, scope set and
+ * resource) in all, at most. Each costs about 300 bytes, so the cache
+ * stays under about 40 MB however it is filled. Past the cap, the least
+ * recently used entry nobody waits for or subscribes to is dropped (its
+ * token wiped); when every entry is in use, the request fails with
+ * ProviderUnavailable ("too many cached tokens"). */
+#define TOKENS_MAX 131072U
+/* Cache entries of one credential, at most. An agent the policy lets ask
+ * for any resource or scope subset can make one entry per distinct request:
+ * this keeps one credential (or one caller of it) from taking the whole
+ * cache, and bounds the per-credential scans of the refresh queue. Past it,
+ * the credential's least recently used idle entry goes, as above. */
+#define ENTRIES_PER_CREDENTIAL_MAX 1024U
+
+/* The engine's daemon-wide state: the cache's indexes and its one timer. */
+int engine_new(Manager *m, Engine **ret);
+Engine *engine_free(Engine *g);
+
 /* Answers an io.tokend.agent.GetToken call, now or once a refresh completes.
  * A Subscribe call (with "more") is answered the same way, and then stays a
  * subscriber of the cache entry: it gets each new token of the entry, and
@@ -45,6 +63,7 @@ int engine_seed(Credential *c, const TokenResponse *t);
 void engine_flush(Credential *c, const char *error, const char *reason);
 
 json_object *engine_entries_to_json(Credential *c);
+/* Cache entries holding a token (one past its expiry is wiped by then, within 0.1 s). */
 unsigned engine_count_cached(Manager *m);
 bool engine_busy(Manager *m); /* refreshes in flight */
 /* One last attempt to save rotated refresh tokens the store refused earlier (at stop). */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/manager.c: the context: configuration, state file, socket, lifecycle. */
+#include <malloc.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -19,7 +20,8 @@
 
 #define STATE_FILE "credentials.json"
 #define INSTANCE_FILE "instance-id"
-#define STATE_FILE_MAX (4U * 1024U * 1024U)
+/* CREDENTIALS_MAX entries of up to about 2 KiB each (URLs are the long part). */
+#define STATE_FILE_MAX (32U * 1024U * 1024U)
 #define STOP_GRACE_USEC (10 * USEC_PER_SEC)
 /* --store auto: how long the Secret Service has to answer at start-up. */
 #define STORE_AUTO_PROBE_USEC (2 * USEC_PER_SEC)
@@ -96,6 +98,14 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
         }
         (void) sd_event_set_watchdog(m->event, true);
 
+        r = hash_key_new(&m->hash_key);
+        if (r >= 0)
+                r = engine_new(m, &m->engine);
+        if (r < 0) {
+                manager_free(m);
+                return log_error_errno(r, "Cannot set up the token cache: %m");
+        }
+
         HttpOptions ho = { .ca_file = cfg->ca_file };
         r = http_new(m->event, &ho, &m->http);
         if (r >= 0)
@@ -120,12 +130,15 @@ Manager *manager_free(Manager *m) {
                 credential_unlink(c);
                 credential_free(c);
         }
+        hashtab_done(&m->credentials_by_name);
+        m->engine = engine_free(m->engine);
         m->http = http_free(m->http);
         m->store = store_free(m->store);
         m->audit = audit_free(m->audit);
         m->policy = policy_free(m->policy);
         free(m->policy_dir);
         sd_event_source_disable_unref(m->stop_timer);
+        sd_event_source_disable_unref(m->status_timer);
         if (m->socket_path)
                 (void) unlink(m->socket_path);
         free(m->socket_path);
@@ -164,10 +177,16 @@ int manager_load_policy(Manager *m, char **ret_error) {
         return 0;
 }
 
+uint64_t manager_name_hash(Manager *m, const char *name) {
+        return siphash24(name, strlen(name), &m->hash_key);
+}
+
 Credential *manager_find_credential(Manager *m, const char *name) {
-        for (Credential *c = m->credentials; c; c = c->next)
+        for (HashNode *n = hashtab_first(&m->credentials_by_name, manager_name_hash(m, name)); n; n = hashtab_next(n)) {
+                Credential *c = HASHTAB_ITEM(n, Credential, name_node);
                 if (streq(c->name, name))
                         return c;
+        }
         return NULL;
 }
 
@@ -518,8 +537,12 @@ static int manager_load_state(Manager *m, json_object *root) {
                         credential_free(c);
                         return log_error_errno(r, "Cannot place credential %s: %m", c->name);
                 }
+                r = credential_link(m, c);
+                if (r < 0) {
+                        credential_free(c);
+                        return log_error_errno(r, "Cannot load credential %s: %m", c->name);
+                }
                 manager_load_secrets(m, c);
-                credential_link(m, c);
         }
         log_info("Loaded %u credentials from %s/%s", m->n_credentials, m->state_dir, STATE_FILE);
         return 0;
@@ -655,6 +678,11 @@ int manager_start(Manager *m, const char *socket_path) {
         r = manager_load_state(m, root);
         if (r < 0)
                 return r;
+        /* The parsed state file can take tens of megabytes with thousands of
+         * credentials: free it now, and give its pages back to the kernel
+         * (they lie below the credentials allocated after it). */
+        json_object_put(TAKE_PTR(root));
+        (void) malloc_trim(0);
         (void) manager_load_policy(m, NULL);
         r = consent_load(m);
         if (r < 0)
@@ -668,7 +696,9 @@ int manager_start(Manager *m, const char *socket_path) {
         return manager_listen(m, socket_path);
 }
 
-void manager_update_status(Manager *m) {
+#define STATUS_PERIOD_USEC USEC_PER_SEC
+
+static void manager_send_status(Manager *m) {
         unsigned reauth = 0;
         for (Credential *c = m->credentials; c; c = c->next)
                 reauth += c->state != CREDENTIAL_OK;
@@ -679,6 +709,34 @@ void manager_update_status(Manager *m) {
                           m->n_credentials, reauth, engine_count_cached(m), m->n_requests, m->n_grants,
                           m->store ? store_name(m->store) : "none", st,
                           policy_is_failsafe(m->policy) ? ", policy: failsafe (fix it and reload)" : "");
+        m->status_sent = now_monotonic_usec();
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        manager_send_status(userdata);
+        return 0;
+}
+
+void manager_update_status(Manager *m) {
+        /* Called after every refresh: with thousands of credentials, one
+         * line a second says as much, for a fraction of the work. */
+        uint64_t now = now_monotonic_usec();
+        if (m->status_sent == 0 || now >= m->status_sent + STATUS_PERIOD_USEC || !m->event) {
+                manager_send_status(m);
+                return;
+        }
+        if (m->status_timer && sd_event_source_get_enabled(m->status_timer, NULL) > 0)
+                return; /* one is coming */
+        uint64_t when = m->status_sent + STATUS_PERIOD_USEC;
+        int r = m->status_timer ? sd_event_source_set_time(m->status_timer, when)
+                                : sd_event_add_time(m->event, &m->status_timer, CLOCK_MONOTONIC, when,
+                                                    USEC_PER_SEC / 10, on_status_timer, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->status_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                manager_send_status(m);
 }
 
 static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {

@@ -8,6 +8,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "common/hashtab.h"
 #include "http.h"
 #include "store.h"
 #include "varlink.h"
@@ -22,8 +23,12 @@ typedef struct Policy Policy;
 typedef struct Grant Grant;
 typedef struct ConsentRequest ConsentRequest;
 typedef struct ConsentWatcher ConsentWatcher;
+typedef struct Engine Engine;
 
-#define CREDENTIALS_MAX 256U
+/* Credentials held, at most. Each costs about a kilobyte of memory plus
+ * its cached tokens (engine.h: TOKENS_MAX in all), and its two secrets in the
+ * store; only the owner adds them (AddCredential, Login). */
+#define CREDENTIALS_MAX 16384U
 /* Connections of each uid other than the owner's (of VARLINK_CONNECTIONS_MAX_DEFAULT in all). */
 #define CONNECTIONS_PER_UID_MAX 1024U
 
@@ -59,8 +64,12 @@ typedef struct Manager {
         uint64_t consent_timeout_usec;
         unsigned n_subscriptions; /* engine.c: Subscribe streams past their first token */
 
-        Credential *credentials;
+        Credential *credentials; /* sorted by name */
+        Credential *credentials_tail;
+        HashTable credentials_by_name;
+        HashKey hash_key; /* for names and cache keys (engine.c), from getrandom() */
         unsigned n_credentials;
+        Engine *engine; /* engine.c: the token cache's indexes and its one timer */
         AddOperation *adds;
         LoginOperation *logins;
         RevokeOperation *revokes;
@@ -77,6 +86,8 @@ typedef struct Manager {
 
         bool stopping;
         sd_event_source *stop_timer;
+        sd_event_source *status_timer; /* a STATUS= update held back (at most one a second) */
+        uint64_t status_sent;          /* CLOCK_MONOTONIC usec of the last one */
 } Manager;
 
 int manager_new(const ManagerConfig *config, Manager **ret);
@@ -95,6 +106,8 @@ void manager_update_status(Manager *m);
 int manager_load_policy(Manager *m, char **ret_error);
 
 Credential *manager_find_credential(Manager *m, const char *name);
+/* The keyed hash of a credential name in credentials_by_name. */
+uint64_t manager_name_hash(Manager *m, const char *name);
 /* An add, login or revocation of this credential name is in progress. */
 bool manager_name_busy(Manager *m, const char *name);
 /* Opens store backend `name` ("keyring", "secret-service") behind the

@@ -7,18 +7,22 @@
  * writes a rotated refresh token somewhere else. */
 #include <stdio.h>
 
+#include "common/hashtab.h"
+#include "common/list.h"
 #include "common/util.h"
 #include "store.h"
 
 #define BACKENDS_MAX 4U
 
-typedef struct Placement Placement;
-struct Placement {
-        Placement *next;
-        char *credential;
+/* One per credential placed outside the default, or loaded from the state
+ * file: found by name in a hash table (a daemon may hold thousands). */
+typedef struct Placement {
+        HashNode node;
+        struct Placement *prev, *next;
         Store *backend;
         unsigned kinds; /* bit per SecretKind the backend may hold */
-};
+        char credential[];
+} Placement;
 
 typedef struct Router {
         Store base;
@@ -27,38 +31,45 @@ typedef struct Router {
         unsigned n_backends;
         Store *def;
         Placement *placements;
+        HashTable by_name;
+        HashKey key;
         char *reason;
         StoreWatchCallback watch_cb;
         void *watch_userdata;
 } Router;
 
+static uint64_t router_hash(Router *r, const char *credential) {
+        return siphash24(credential, strlen(credential), &r->key);
+}
+
 static Placement *router_find(Router *r, const char *credential) {
-        for (Placement *p = r->placements; p; p = p->next)
+        for (HashNode *n = hashtab_first(&r->by_name, router_hash(r, credential)); n; n = hashtab_next(n)) {
+                Placement *p = HASHTAB_ITEM(n, Placement, node);
                 if (streq(p->credential, credential))
                         return p;
+        }
         return NULL;
 }
 
 static void router_unplace(Router *r, Placement *p) {
-        for (Placement **i = &r->placements; *i; i = &(*i)->next)
-                if (*i == p) {
-                        *i = p->next;
-                        break;
-                }
-        free(p->credential);
+        hashtab_remove(&r->by_name, &p->node);
+        LIST_REMOVE(r->placements, p);
         free(p);
 }
 
 static int router_set_placement(Router *r, const char *credential, Store *backend, unsigned kinds) {
         Placement *p = router_find(r, credential);
         if (!p) {
-                p = calloc(1, sizeof *p);
-                if (!p || !(p->credential = strdup(credential))) {
+                size_t l = strlen(credential);
+                p = calloc(1, sizeof *p + l + 1);
+                if (!p)
+                        return -ENOMEM;
+                memcpy(p->credential, credential, l + 1);
+                if (hashtab_insert(&r->by_name, &p->node, router_hash(r, credential)) < 0) {
                         free(p);
                         return -ENOMEM;
                 }
-                p->next = r->placements;
-                r->placements = p;
+                LIST_PREPEND(r->placements, p);
         }
         if (p->backend != backend)
                 p->kinds = 0;
@@ -159,6 +170,7 @@ static void router_free(Store *s) {
         Router *r = (Router *) s;
         while (r->placements)
                 router_unplace(r, r->placements);
+        hashtab_done(&r->by_name);
         for (unsigned i = 0; i < r->n_backends; i++)
                 store_free(r->backends[i]);
         free(r->reason);
@@ -181,6 +193,11 @@ int store_router_new(Store **ret) {
         Router *r = calloc(1, sizeof *r);
         if (!r)
                 return -ENOMEM;
+        int k = hash_key_new(&r->key);
+        if (k < 0) {
+                free(r);
+                return k;
+        }
         r->ops = router_ops;
         r->base.ops = &r->ops;
         *ret = &r->base;
