@@ -3,7 +3,11 @@
  * journal (MESSAGE_ID and SYSLOG_IDENTIFIER of tokend, TOKEND_* fields) and
  * from STATE_DIR/audit.log (one JSON object per line, the same fields
  * lowercased without the TOKEND_ prefix); both are printed the same way,
- * ordered by time. */
+ * ordered by time. libsystemd is loaded here, for the journal, and nowhere
+ * else: tokenctl does not link it, so that every other verb (above all
+ * "tokenctl token", run once per tool call of an agent) starts without
+ * loading it and the half dozen libraries it pulls in. */
+#include <dlfcn.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <getopt.h>
@@ -75,18 +79,77 @@ static void record_add(json_object *o, const char *lower, const char *value, siz
                 json_object_object_add(o, lower, json_object_new_string_len(value, (int) len));
 }
 
+/* The sd-journal functions read_journal() calls, from libsystemd.so.0 loaded
+ * at run time. The types come from the header, so a mismatch does not build. */
+struct JournalApi {
+        void *dl;
+        typeof(sd_journal_open) *open;
+        typeof(sd_journal_close) *close;
+        typeof(sd_journal_set_data_threshold) *set_data_threshold;
+        typeof(sd_journal_add_match) *add_match;
+        typeof(sd_journal_seek_head) *seek_head;
+        typeof(sd_journal_seek_realtime_usec) *seek_realtime_usec;
+        typeof(sd_journal_next) *next;
+        typeof(sd_journal_get_realtime_usec) *get_realtime_usec;
+        typeof(sd_journal_get_data) *get_data;
+};
+
+static void journal_api_done(JournalApi *api) {
+        if (api->dl)
+                (void) dlclose(api->dl);
+        *api = (JournalApi) {};
+}
+
+/* Weak: see tokenctl-audit.h. */
+__attribute__((weak)) int tokenctl_audit_journal_load(JournalApi *ret) {
+        JournalApi api = {};
+
+        api.dl = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL);
+        if (!api.dl) {
+                const char *e = dlerror();
+                fprintf(stderr, "tokenctl audit: cannot load libsystemd to read the journal: %s.\n",
+                        e ?: "unknown error");
+                return -EOPNOTSUPP;
+        }
+        const struct {
+                const char *name;
+                void **fn;
+        } symbols[] = {
+                { "sd_journal_open", (void **) &api.open },
+                { "sd_journal_close", (void **) &api.close },
+                { "sd_journal_set_data_threshold", (void **) &api.set_data_threshold },
+                { "sd_journal_add_match", (void **) &api.add_match },
+                { "sd_journal_seek_head", (void **) &api.seek_head },
+                { "sd_journal_seek_realtime_usec", (void **) &api.seek_realtime_usec },
+                { "sd_journal_next", (void **) &api.next },
+                { "sd_journal_get_realtime_usec", (void **) &api.get_realtime_usec },
+                { "sd_journal_get_data", (void **) &api.get_data },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(symbols); i++) {
+                *symbols[i].fn = dlsym(api.dl, symbols[i].name);
+                if (!*symbols[i].fn) {
+                        fprintf(stderr, "tokenctl audit: libsystemd.so.0 lacks %s, so the journal cannot be read.\n",
+                                symbols[i].name);
+                        journal_api_done(&api);
+                        return -EOPNOTSUPP;
+                }
+        }
+        *ret = api;
+        return 0;
+}
+
 /* Appends the matching journal records to `out`. -errno when the journal cannot be opened. */
-static int read_journal(const Filter *f, json_object *out) {
+static int read_journal(const JournalApi *sd, const Filter *f, json_object *out) {
         sd_journal *j = NULL;
         char match[128];
         int r;
 
-        r = sd_journal_open(&j, SD_JOURNAL_LOCAL_ONLY);
+        r = sd->open(&j, SD_JOURNAL_LOCAL_ONLY);
         if (r < 0)
                 return r;
-        (void) sd_journal_set_data_threshold(j, 0);
-        if ((r = sd_journal_add_match(j, "MESSAGE_ID=" AUDIT_MESSAGE_ID, 0)) < 0 ||
-            (r = sd_journal_add_match(j, "SYSLOG_IDENTIFIER=tokend", 0)) < 0)
+        (void) sd->set_data_threshold(j, 0);
+        if ((r = sd->add_match(j, "MESSAGE_ID=" AUDIT_MESSAGE_ID, 0)) < 0 ||
+            (r = sd->add_match(j, "SYSLOG_IDENTIFIER=tokend", 0)) < 0)
                 goto out;
         if (f->credential) {
                 _cleanup_free_ char *m = NULL;
@@ -94,18 +157,18 @@ static int read_journal(const Filter *f, json_object *out) {
                         r = -ENOMEM;
                         goto out;
                 }
-                if ((r = sd_journal_add_match(j, m, 0)) < 0)
+                if ((r = sd->add_match(j, m, 0)) < 0)
                         goto out;
         }
         /* The owner's trail: records of tokends serving this uid. */
         snprintf(match, sizeof match, "TOKEND_OWNER_UID=%u", (unsigned) getuid());
-        if (getuid() != 0 && (r = sd_journal_add_match(j, match, 0)) < 0)
+        if (getuid() != 0 && (r = sd->add_match(j, match, 0)) < 0)
                 goto out;
-        r = f->since > 0 ? sd_journal_seek_realtime_usec(j, f->since) : sd_journal_seek_head(j);
+        r = f->since > 0 ? sd->seek_realtime_usec(j, f->since) : sd->seek_head(j);
         if (r < 0)
                 goto out;
 
-        while ((r = sd_journal_next(j)) > 0) {
+        while ((r = sd->next(j)) > 0) {
                 json_object *o = json_object_new_object();
                 uint64_t ts = 0;
                 const void *data;
@@ -114,17 +177,17 @@ static int read_journal(const Filter *f, json_object *out) {
                         r = -ENOMEM;
                         goto out;
                 }
-                (void) sd_journal_get_realtime_usec(j, &ts);
+                (void) sd->get_realtime_usec(j, &ts);
                 json_object_object_add(o, "timestamp", json_object_new_int64((int64_t) ts));
                 json_object_object_add(o, "source", json_object_new_string("journal"));
-                if (sd_journal_get_data(j, "MESSAGE", &data, &len) >= 0 && len >= 8)
+                if (sd->get_data(j, "MESSAGE", &data, &len) >= 0 && len >= 8)
                         json_object_object_add(o, "message", json_object_new_string_len((const char *) data + 8,
                                                                                          (int) len - 8));
                 for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++) {
                         char key[64], lower[32];
                         size_t k;
                         snprintf(key, sizeof key, "TOKEND_%s", audit_fields[i]);
-                        if (sd_journal_get_data(j, key, &data, &len) < 0)
+                        if (sd->get_data(j, key, &data, &len) < 0)
                                 continue;
                         size_t skip = strlen(key) + 1;
                         if (len < skip)
@@ -142,7 +205,7 @@ static int read_journal(const Filter *f, json_object *out) {
                         json_object_put(o);
         }
 out:
-        sd_journal_close(j);
+        sd->close(j);
         return r < 0 ? r : 0;
 }
 
@@ -306,9 +369,13 @@ int tokenctl_audit(int argc, char *argv[], bool json) {
                 return 2;
         }
 
-        int rj = read_journal(&f, records);
-        if (rj < 0)
-                fprintf(stderr, "tokenctl audit: cannot read the journal: %s.\n", strerror(-rj));
+        _cleanup_(journal_api_done) JournalApi sd = {};
+        int rj = tokenctl_audit_journal_load(&sd);
+        if (rj >= 0) {
+                rj = read_journal(&sd, &f, records);
+                if (rj < 0)
+                        fprintf(stderr, "tokenctl audit: cannot read the journal: %s.\n", strerror(-rj));
+        }
         int rf = audit_file_path(state_dir, &path);
         if (rf >= 0)
                 rf = read_file(path, &f, records);

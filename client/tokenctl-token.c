@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/util.h"
+#include "libtokend-internal.h"
 #include "tokenctl-token.h"
 #include "tokenctl.h"
 #include "tokend.h"
@@ -65,9 +66,18 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
          * without policy or consent. Anyone else, e.g. an agent running
          * tokenctl in its own unit, goes through the agent interface: its
          * policy applies, and in ask mode the call waits for the owner's
-         * consent (tokend bounds that wait: --consent-timeout). */
+         * consent (tokend bounds that wait: --consent-timeout). WhoAmI tells
+         * which; GetToken follows on the same connection, because tokend
+         * identifies its caller (/proc, cgroup, unit) once per connection,
+         * and "tokenctl token" runs once per tool call of an agent. Calling
+         * the manager interface first and falling back would cost an agent a
+         * refusal in the audit trail every time. */
+        _cleanup_(varlink_client_freep) VarlinkClient *conn = NULL;
+        int r = tokenctl_connect(&conn);
+        if (r < 0)
+                return -r;
         _cleanup_(json_object_put_erasep) json_object *who = NULL;
-        int r = tokenctl_call("io.tokend.agent.WhoAmI", NULL, &who, NULL);
+        r = tokenctl_call_on(conn, "io.tokend.agent.WhoAmI", NULL, &who, NULL);
         if (r != EXIT_OK)
                 return r;
         json_object *v;
@@ -82,7 +92,7 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
                 sv[i] = json_object_get_string(json_object_array_get_idx(scopes, i));
         _cleanup_free_ char *path = NULL;
         if (tokenctl_socket_path(&path) < 0)
-                return EXIT_NO_DAEMON; /* WhoAmI above found it: cannot happen */
+                return EXIT_FAILURE_; /* found above: only out of memory */
 
         tokend_client *c = NULL;
         int code = tokend_client_new(path, &c);
@@ -90,6 +100,7 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
                 fprintf(stderr, "tokenctl: %s.\n", tokend_strerror(code));
                 return EXIT_FAILURE_;
         }
+        tokend_client_adopt_connection(c, TAKE_PTR(conn));
         (void) tokend_client_set_timeout(c, owner ? CALL_TIMEOUT_USEC : AGENT_TOKEN_TIMEOUT_USEC);
         tokend_token *t = NULL;
         code = tokend_get_token(c, name, n > 0 ? sv : NULL, resource, min_ttl >= 0 ? min_ttl : TOKEND_MIN_TTL_DEFAULT,

@@ -21,7 +21,8 @@
  * gets it through io.tokend.manager.GetToken, without policy or consent;
  * anyone else, e.g. an agent running tokenctl in its own unit, through
  * io.tokend.agent.GetToken, which may wait for the owner's consent (up to
- * AGENT_TOKEN_TIMEOUT_USEC; tokend ends the wait first).
+ * AGENT_TOKEN_TIMEOUT_USEC; tokend ends the wait first). Both calls go on one
+ * connection, so tokend identifies the caller once.
  *
  * scopes: an array of strings, borrowed; NULL or empty leaves them to tokend.
  * resource: an RFC 8707 resource indicator, or NULL. min_ttl: seconds the

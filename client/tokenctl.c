@@ -338,24 +338,11 @@ int tokenctl_report_error(const char *method, const char *error, json_object *p,
         return EXIT_FAILURE_;
 }
 
-static int tokenctl_call_timeout(const char *method, json_object *params, uint64_t timeout_usec, json_object **ret,
-                                 const char *name);
-
-int tokenctl_call(const char *method, json_object *params, json_object **ret, const char *name) {
-        return tokenctl_call_timeout(method, params, CALL_TIMEOUT_USEC, ret, name);
-}
-
-static int tokenctl_call_timeout(const char *method, json_object *params, uint64_t timeout_usec, json_object **ret,
-                                 const char *name) {
-        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+int tokenctl_call_on(VarlinkClient *c, const char *method, json_object *params, json_object **ret,
+                     const char *name) {
         _cleanup_(json_object_put_erasep) json_object *reply = NULL;
         const char *error = NULL;
-        int r = tokenctl_connect(&c);
-        if (r < 0) {
-                json_object_put_erase(params);
-                return -r;
-        }
-        r = varlink_client_call(c, method, params, 0, timeout_usec, &reply, &error, NULL);
+        int r = varlink_client_call(c, method, params, 0, CALL_TIMEOUT_USEC, &reply, &error, NULL);
         if (r < 0) {
                 fprintf(stderr, "tokenctl: talking to tokend failed: %s.\n", strerror(-r));
                 return r == -EPERM || r == -ECONNRESET ? EXIT_NO_DAEMON : EXIT_FAILURE_;
@@ -364,6 +351,16 @@ static int tokenctl_call_timeout(const char *method, json_object *params, uint64
                 return tokenctl_report_error(method, error, reply, name);
         *ret = TAKE_PTR(reply);
         return EXIT_OK;
+}
+
+int tokenctl_call(const char *method, json_object *params, json_object **ret, const char *name) {
+        _cleanup_(varlink_client_freep) VarlinkClient *c = NULL;
+        int r = tokenctl_connect(&c);
+        if (r < 0) {
+                json_object_put_erase(params);
+                return -r;
+        }
+        return tokenctl_call_on(c, method, params, ret, name);
 }
 
 bool tokenctl_id_valid(const char *verb, const char *id) {

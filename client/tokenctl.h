@@ -73,6 +73,11 @@ int tokenctl_connect(VarlinkClient **ret);
  * are explained on stderr; `name` is what the user asked for, for messages. */
 int tokenctl_call(const char *method, json_object *params, json_object **ret, const char *name);
 
+/* The same on a connection of the caller's (tokenctl_connect()), which stays
+ * open for more calls. */
+int tokenctl_call_on(VarlinkClient *c, const char *method, json_object *params, json_object **ret,
+                     const char *name);
+
 /* Turns an error reply to `method` into a message that says what to do, and
  * returns the exit code for it. */
 int tokenctl_report_error(const char *method, const char *error, json_object *p, const char *name);

@@ -4,12 +4,12 @@
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <systemd/sd-login.h>
 
-#include "common/fileio.h"
 #include "common/util.h"
 #include "peer.h"
 
@@ -35,12 +35,60 @@ bool peer_exited(const PeerIdentity *p) {
         return p->pidfd >= 0 && pidfd_exited(p->pidfd);
 }
 
-/* The PID a pidfd refers to, from /proc/self/fdinfo: -1 once it exited. */
+/* Reads a file of /proc (name relative to dfd, or a path with AT_FDCWD)
+ * into buf, NUL-terminated, with one read() as systemd reads virtual files:
+ * the kernel makes such a file's content in one go, and a later read could
+ * see newer content instead of the end. Returns its length, -EFBIG when it
+ * fills the buffer (it may be longer), or -errno. read_file_full() would
+ * stat the file (whose size /proc says is 0) and grow its buffer a byte at a
+ * time: a dozen system calls a file, and a caller is identified on every
+ * connection. */
+static ssize_t read_proc_file(int dfd, const char *name, char *buf, size_t size) {
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        ssize_t n;
+        do
+                n = read(fd, buf, size - 1);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return -errno;
+        if ((size_t) n >= size - 1)
+                return -EFBIG;
+        buf[n] = 0;
+        return n;
+}
+
+/* PIDFD_GET_INFO (Linux 6.13), for headers that predate it: the first
+ * version of struct pidfd_info, which every kernel with the ioctl takes. */
+#ifndef PIDFD_GET_INFO
+struct pidfd_info {
+        uint64_t mask;
+        uint64_t cgroupid;
+        uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+        uint32_t spare0[1];
+};
+#define PIDFD_INFO_PID (1ULL << 0)
+#define PIDFD_GET_INFO _IOWR(0xFF, 11, struct pidfd_info)
+#endif
+
+/* The PID a pidfd refers to in our PID namespace: -1 once it was reaped (or
+ * when it is not in our namespace). One ioctl; before Linux 6.13, the "Pid:"
+ * line of /proc/self/fdinfo, which says the same (-1, or 0 outside). */
 static int pidfd_pid(int pidfd, pid_t *ret) {
-        char path[64];
-        _cleanup_free_ char *text = NULL;
+        struct pidfd_info info = { .mask = PIDFD_INFO_PID };
+        if (ioctl(pidfd, PIDFD_GET_INFO, &info) >= 0) {
+                *ret = (pid_t) info.pid;
+                return 0;
+        }
+        if (errno == ESRCH) {
+                *ret = -1;
+                return 0;
+        }
+
+        char path[64], text[1024];
         snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
-        int r = read_file_full(path, 4096, &text, NULL);
+        int r = (int) read_proc_file(AT_FDCWD, path, text, sizeof text);
         if (r < 0)
                 return r;
         const char *l = strstr(text, "\nPid:");
@@ -50,10 +98,9 @@ static int pidfd_pid(int pidfd, pid_t *ret) {
         return 0;
 }
 
-static int read_exe(pid_t pid, char **ret) {
-        char path[64], buf[PATH_MAX];
-        snprintf(path, sizeof path, "/proc/%d/exe", (int) pid);
-        ssize_t n = readlink(path, buf, sizeof buf - 1);
+static int read_exe(int dfd, char **ret) {
+        char buf[PATH_MAX];
+        ssize_t n = readlinkat(dfd, "exe", buf, sizeof buf - 1);
         if (n < 0)
                 return -errno;
         buf[n] = 0;
@@ -61,38 +108,85 @@ static int read_exe(pid_t pid, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-static int read_comm(pid_t pid, char ret[static PEER_COMM_MAX + 1]) {
-        char path[64];
-        _cleanup_free_ char *text = NULL;
-        snprintf(path, sizeof path, "/proc/%d/comm", (int) pid);
-        int r = read_file_full(path, 64, &text, NULL);
+static int read_comm(int dfd, char ret[static PEER_COMM_MAX + 1]) {
+        char text[64];
+        int r = (int) read_proc_file(dfd, "comm", text, sizeof text);
         if (r < 0)
                 return r;
-        text[strcspn(text, "\n")] = 0;
-        snprintf(ret, PEER_COMM_MAX + 1, "%s", text);
+        size_t l = strcspn(text, "\n");
+        l = l < PEER_COMM_MAX ? l : PEER_COMM_MAX;
+        memcpy(ret, text, l);
+        ret[l] = 0;
         return 0;
 }
 
-/* The unified (cgroup v2) path: the "0::" line. */
-static int read_cgroup(pid_t pid, char **ret) {
-        char path[64];
-        _cleanup_free_ char *text = NULL;
-        snprintf(path, sizeof path, "/proc/%d/cgroup", (int) pid);
-        int r = read_file_full(path, 64 * 1024, &text, NULL);
-        if (r < 0)
-                return r;
-        for (char *line = text, *next; line && *line; line = next) {
-                next = strchr(line, '\n');
-                if (next)
-                        *next++ = 0;
-                const char *v = startswith(line, "0::");
-                if (v) {
-                        *ret = strdup(v);
+/* /proc/PID/cgroup: one line with cgroup v2 only, more on a hybrid or legacy
+ * hierarchy. Most fit on the stack; up to CGROUP_FILE_MAX on the heap. */
+#define CGROUP_FILE_MAX (64U * 1024U)
+
+static int read_cgroup_file(int dfd, char *stack, size_t stack_size, char **ret_text, char **ret_allocated) {
+        ssize_t n = read_proc_file(dfd, "cgroup", stack, stack_size);
+        if (n != -EFBIG) {
+                *ret_text = stack;
+                *ret_allocated = NULL;
+                return n < 0 ? (int) n : 0;
+        }
+        _cleanup_free_ char *big = malloc(CGROUP_FILE_MAX + 1);
+        if (!big)
+                return -ENOMEM;
+        n = read_proc_file(dfd, "cgroup", big, CGROUP_FILE_MAX + 1);
+        if (n < 0)
+                return (int) n;
+        *ret_text = big;
+        *ret_allocated = TAKE_PTR(big);
+        return 0;
+}
+
+/* The unified (cgroup v2) path: the "0::" line; NULL when there is none. */
+static int cgroup_unified_path(const char *text, char **ret) {
+        for (const char *line = text; *line;) {
+                size_t l = strcspn(line, "\n");
+                if (l >= 3 && memcmp(line, "0::", 3) == 0) {
+                        *ret = strndup(line + 3, l - 3);
                         return *ret ? 0 : -ENOMEM;
                 }
+                line += l;
+                line += *line == '\n';
         }
         *ret = NULL;
         return 0;
+}
+
+/* The suffixes of the unit types that may hold processes, besides slices
+ * (which never name a process's unit). */
+static const char *const unit_suffixes[] = {
+        ".service", ".scope", ".socket", ".mount", ".swap", ".device", ".target", ".timer", ".path", ".automount",
+};
+
+/* Whether sd_pid_get_unit() or sd_pid_get_user_unit() can find a unit in a
+ * process's cgroup file: only when some line names one. Either call reads
+ * /proc/PID/cgroup and /proc/1/cgroup again (with stdio: some 15 system
+ * calls each), so they are skipped when the text rules them out; whenever
+ * they could succeed they run, and they decide. */
+static bool cgroup_may_name_unit(const char *text) {
+        for (size_t i = 0; i < ELEMENTSOF(unit_suffixes); i++)
+                if (strstr(text, unit_suffixes[i]))
+                        return true;
+        return false;
+}
+
+/* A user unit lies below a user manager ("/user@UID.service/") or a session
+ * scope ("/session-ID.scope/"): sd_pid_get_user_unit() finds one only with
+ * a component after such a component. */
+static bool cgroup_may_name_user_unit(const char *text) {
+        static const char *const prefixes[] = { "/user@", "/session-" };
+        for (size_t i = 0; i < ELEMENTSOF(prefixes); i++)
+                for (const char *p = strstr(text, prefixes[i]); p; p = strstr(p + 1, prefixes[i])) {
+                        const char *end = p + 1 + strcspn(p + 1, "/\n");
+                        if (end[0] == '/' && end[1] && end[1] != '\n')
+                                return true;
+                }
+        return false;
 }
 
 /* Whether the kernel has SO_PEERPIDFD (6.5+), probed once on a socketpair.
@@ -155,17 +249,27 @@ int peer_identify(const VarlinkPeer *peer, PeerIdentity *ret) {
 
         /* Read /proc, then check the pinned process is still alive: while it
          * lives, its PID cannot belong to anyone else, so what we read was it. */
-        if ((r = read_exe(p.pid, &p.exe)) < 0 || (r = read_comm(p.pid, p.comm)) < 0 ||
-            (r = read_cgroup(p.pid, &p.cgroup)) < 0) {
+        char path[32], cgroup_stack[4096], *cgroup_text = NULL;
+        _cleanup_free_ char *cgroup_allocated = NULL;
+        snprintf(path, sizeof path, "/proc/%d", (int) p.pid);
+        _cleanup_close_ int dfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                r = -errno;
+        else if ((r = read_exe(dfd, &p.exe)) >= 0 && (r = read_comm(dfd, p.comm)) >= 0 &&
+                 (r = read_cgroup_file(dfd, cgroup_stack, sizeof cgroup_stack, &cgroup_text, &cgroup_allocated)) >= 0)
+                r = cgroup_unified_path(cgroup_text, &p.cgroup);
+        if (r < 0) {
                 peer_identity_done(&p);
                 return r == -ENOENT ? -ESRCH : r;
         }
-        char *unit = NULL;
-        if (sd_pid_get_user_unit(p.pid, &unit) >= 0 && unit) {
-                p.unit = unit;
-                p.user_unit = true;
-        } else if (sd_pid_get_unit(p.pid, &unit) >= 0 && unit)
-                p.unit = unit;
+        if (cgroup_may_name_unit(cgroup_text)) {
+                char *unit = NULL;
+                if (cgroup_may_name_user_unit(cgroup_text) && sd_pid_get_user_unit(p.pid, &unit) >= 0 && unit) {
+                        p.unit = unit;
+                        p.user_unit = true;
+                } else if (sd_pid_get_unit(p.pid, &unit) >= 0 && unit)
+                        p.unit = unit;
+        }
 
         if (pidfd_exited(p.pidfd)) {
                 peer_identity_done(&p);

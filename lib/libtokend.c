@@ -12,6 +12,7 @@
 #include <sys/un.h>
 
 #include "common/util.h"
+#include "libtokend-internal.h"
 #include "protocol/varlink.h"
 #include "tokend.h"
 
@@ -478,6 +479,11 @@ _public_ tokend_client *tokend_client_free(tokend_client *c) {
         free(c->path);
         free(c);
         return NULL;
+}
+
+void tokend_client_adopt_connection(tokend_client *c, VarlinkClient *conn) {
+        varlink_client_free(c->conn);
+        c->conn = conn;
 }
 
 _public_ const char *tokend_client_socket_path(const tokend_client *c) {
