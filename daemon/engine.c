@@ -35,6 +35,10 @@
  * refresh latency, before its token falls under its min_ttl. */
 #define SUBSCRIBE_LEAD_USEC (2 * USEC_PER_SEC)
 #define SUBSCRIBE_LATENCY_MAX_USEC (30 * USEC_PER_SEC)
+/* The end of a stream whose renewal did not come is sent this long before
+ * the token it holds falls under min_ttl: the timer may fire up to its
+ * accuracy (50 ms) late, and the notice must still arrive in time. */
+#define SUBSCRIBE_END_EARLY_USEC (250 * USEC_PER_MSEC)
 /* Never wake a subscriber's timer sooner than this after a delivery. */
 #define SUBSCRIBE_MIN_PERIOD_USEC (1 * USEC_PER_SEC)
 
@@ -707,7 +711,8 @@ static void subscriber_schedule(Subscriber *s, bool renewal_asked) {
                 when = when > lead ? when - lead : 0;
                 if (when < now + SUBSCRIBE_MIN_PERIOD_USEC)
                         when = now + SUBSCRIBE_MIN_PERIOD_USEC;
-        }
+        } else
+                when = when > SUBSCRIBE_END_EARLY_USEC ? when - SUBSCRIBE_END_EARLY_USEC : 0;
         s->renewal_asked = renewal_asked;
         if (sd_event_source_set_time(s->timer, when > 0 ? when : 1) < 0 ||
             sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT) < 0)
