@@ -48,6 +48,10 @@ uint64_t now_monotonic_usec(void) {
         return clock_usec(CLOCK_MONOTONIC);
 }
 
+uint64_t now_boottime_usec(void) {
+        return clock_usec(CLOCK_BOOTTIME);
+}
+
 uint64_t now_realtime_usec(void) {
         return clock_usec(CLOCK_REALTIME);
 }

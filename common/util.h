@@ -97,6 +97,7 @@ const char *startswith(const char *s, const char *prefix);
 
 /* Monotonic and wall clocks in microseconds. */
 uint64_t now_monotonic_usec(void);
+uint64_t now_boottime_usec(void); /* runs through suspend */
 uint64_t now_realtime_usec(void);
 
 #define USEC_PER_SEC UINT64_C(1000000)

@@ -75,6 +75,7 @@ static void add_on_check(HttpRequest *req, const HttpResponse *resp, void *userd
 
         op->req = NULL;
         OAuthOutcome o = oauth_parse_token_response(resp->status, resp->body, resp->body_len, &t, &err);
+        t.issued = resp->started;
         switch (o) {
         case OAUTH_OK:
                 break;

@@ -1354,7 +1354,9 @@ int engine_seed(Credential *c, const TokenResponse *t) {
                         return r;
         }
         entry_touch(e, now_boot());
-        r = entry_set_token(e, t, 0, NULL);
+        /* Its life counts from when it was asked for, as for a refresh:
+         * not from now, after the login and the store's save. */
+        r = entry_set_token(e, t, t->issued, NULL);
         if (r < 0)
                 entry_gc(e);
         return r;

@@ -28,6 +28,7 @@ struct HttpRequest {
         size_t body_in_len, body_in_size;
         bool too_large;
         int64_t retry_after;
+        uint64_t started; /* CLOCK_BOOTTIME usec */
         char errbuf[CURL_ERROR_SIZE];
         HttpDoneFn done;
         void *userdata;
@@ -77,6 +78,7 @@ static void http_check_done(Http *h) {
                 HttpResponse resp = {
                         .curl_code = msg->data.result,
                         .retry_after = req->retry_after,
+                        .started = req->started,
                 };
                 if (req->too_large) {
                         resp.curl_code = CURLE_FILESIZE_EXCEEDED;
@@ -348,6 +350,7 @@ int http_post_form(Http *h, const char *url, const char *body, const char *autho
         if (r < 0)
                 return r;
 
+        req->started = now_boottime_usec();
         req->body_out = secret_strdup(body);
         if (!req->body_out ||
             headers_add(req, "Content-Type: application/x-www-form-urlencoded") < 0 ||

@@ -22,6 +22,7 @@ typedef struct HttpResponse {
         const char *body;     /* NUL-terminated; wiped and freed after the callback */
         size_t body_len;
         int64_t retry_after;  /* seconds from a Retry-After header, or -1 */
+        uint64_t started;     /* CLOCK_BOOTTIME usec when the request was made */
 } HttpResponse;
 
 /* Called once per request when it completes (not when cancelled). The request

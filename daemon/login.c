@@ -179,6 +179,7 @@ static bool login_handle_token_response(LoginOperation *op, const HttpResponse *
         OAuthError err = {};
 
         OAuthOutcome o = oauth_parse_token_response(resp->status, resp->body, resp->body_len, &t, &err);
+        t.issued = resp->started;
         switch (o) {
         case OAUTH_OK:
                 login_complete(op, &t);

@@ -32,6 +32,7 @@ typedef struct TokenResponse {
         char *token_type;
         char *scope;         /* NULL when absent: same as requested */
         int64_t expires_in;  /* seconds; OAUTH_DEFAULT_LIFETIME_SEC when absent */
+        uint64_t issued;     /* CLOCK_BOOTTIME usec when it was asked for (its life counts from then); 0: unknown */
 } TokenResponse;
 
 void token_response_done(TokenResponse *t); /* wipes and frees the fields */
