@@ -1172,7 +1172,7 @@ static void cred_on_refresh_done(HttpRequest *req, const HttpResponse *resp, voi
                 entry_gc(e);
         }
         cred_kick(c);
-        manager_update_status(m);
+        manager_update_status_soon(m);
         manager_check_stop(m);
 }
 

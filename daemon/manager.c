@@ -720,6 +720,10 @@ static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 void manager_update_status(Manager *m) {
+        manager_send_status(m);
+}
+
+void manager_update_status_soon(Manager *m) {
         /* Called after every refresh: with thousands of credentials, one
          * line a second says as much, for a fraction of the work. */
         uint64_t now = now_monotonic_usec();

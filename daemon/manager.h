@@ -98,7 +98,10 @@ int manager_start(Manager *m, const char *socket_path);
 void manager_stop(Manager *m);
 /* Called when a refresh completes: lets a pending stop finish. */
 void manager_check_stop(Manager *m);
+/* STATUS= for systemd: now (the owner's doings: adds, removals, consent), or
+ * at most once a second (after each refresh). */
 void manager_update_status(Manager *m);
+void manager_update_status_soon(Manager *m);
 
 /* Reads the policy directory. On error keeps the policy in force (on the
  * first load: the failsafe policy), logs, and sets *ret_error (may be NULL)
