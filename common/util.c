@@ -52,6 +52,42 @@ uint64_t now_boottime_usec(void) {
         return clock_usec(CLOCK_BOOTTIME);
 }
 
+size_t json_escape(char *out, const char *s, size_t len) {
+        static const char hex[] = "0123456789abcdef";
+        char *o = out;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char ch = (unsigned char) s[i];
+                if (ch >= 0x20 && ch != '"' && ch != '\\') {
+                        *o++ = (char) ch;
+                        continue;
+                }
+                *o++ = '\\';
+                switch (ch) {
+                case '"':
+                case '\\':
+                        *o++ = (char) ch;
+                        break;
+                case '\n':
+                        *o++ = 'n';
+                        break;
+                case '\t':
+                        *o++ = 't';
+                        break;
+                case '\r':
+                        *o++ = 'r';
+                        break;
+                default:
+                        *o++ = 'u';
+                        *o++ = '0';
+                        *o++ = '0';
+                        *o++ = hex[ch >> 4];
+                        *o++ = hex[ch & 15];
+                        break;
+                }
+        }
+        return (size_t) (o - out);
+}
+
 uint64_t now_realtime_usec(void) {
         return clock_usec(CLOCK_REALTIME);
 }

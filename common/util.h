@@ -98,6 +98,12 @@ const char *startswith(const char *s, const char *prefix);
 /* Monotonic and wall clocks in microseconds. */
 uint64_t now_monotonic_usec(void);
 uint64_t now_boottime_usec(void); /* runs through suspend */
+
+/* The body of a JSON string (no quotes): '"', '\\' and control characters
+ * escaped, every other byte as it is. out must hold JSON_ESCAPED_MAX(len)
+ * bytes; returns how many were written. */
+#define JSON_ESCAPED_MAX(len) (6 * (len))
+size_t json_escape(char *out, const char *s, size_t len);
 uint64_t now_realtime_usec(void);
 
 #define USEC_PER_SEC UINT64_C(1000000)

@@ -232,40 +232,17 @@ static void buf_putc(AuditBuf *b, char ch) {
 /* s as a JSON string, quotes included. Bytes >= 0x80 pass through as they
  * are (as json-c writes them); control characters are escaped. */
 static void buf_put_json_string(AuditBuf *b, const char *s) {
-        static const char hex[] = "0123456789abcdef";
-        buf_putc(b, '"');
-        for (const char *run = s;; s++) {
-                unsigned char ch = (unsigned char) *s;
-                if (ch >= 0x20 && ch != '"' && ch != '\\')
-                        continue;
-                buf_put(b, run, (size_t) (s - run));
-                run = s + 1;
-                if (ch == 0)
-                        break;
-                switch (ch) {
-                case '"':
-                        buf_puts(b, "\\\"");
-                        break;
-                case '\\':
-                        buf_puts(b, "\\\\");
-                        break;
-                case '\n':
-                        buf_puts(b, "\\n");
-                        break;
-                case '\t':
-                        buf_puts(b, "\\t");
-                        break;
-                case '\r':
-                        buf_puts(b, "\\r");
-                        break;
-                default: {
-                        char esc[6] = { '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15] };
-                        buf_put(b, esc, sizeof esc);
-                        break;
-                }
-                }
+        size_t len = strlen(s);
+        if (len > (SIZE_MAX - 3) / 6 || !buf_reserve(b, JSON_ESCAPED_MAX(len) + 2)) {
+                b->oom = true;
+                return;
         }
-        buf_putc(b, '"');
+        char *o = b->data + b->len;
+        *o++ = '"';
+        o += json_escape(o, s, len);
+        *o++ = '"';
+        *o = 0;
+        b->len = (size_t) (o - b->data);
 }
 
 /* One record, flattened: field names (without the TOKEND_ prefix) and

@@ -233,48 +233,16 @@ static int output_put(VarlinkStream *s, const char *p, size_t n) {
         return 0;
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped, every
- * other byte as it is (the parser on the other side validates UTF-8). */
+/* A JSON string (the parser on the other side validates UTF-8). */
 static int output_string(VarlinkStream *s, const char *str, size_t len) {
-        static const char hex[] = "0123456789abcdef";
-        /* Worst case: every byte as \u00XX. */
         if (len > (SIZE_MAX - 2) / 6)
                 return -ENOMEM;
-        int r = output_reserve(s, 6 * len + 2);
+        int r = output_reserve(s, JSON_ESCAPED_MAX(len) + 2);
         if (r < 0)
                 return r;
         char *o = s->wbuf + s->wlen;
         *o++ = '"';
-        for (size_t i = 0; i < len; i++) {
-                unsigned char ch = (unsigned char) str[i];
-                if (ch >= 0x20 && ch != '"' && ch != '\\') {
-                        *o++ = (char) ch;
-                        continue;
-                }
-                *o++ = '\\';
-                switch (ch) {
-                case '"':
-                case '\\':
-                        *o++ = (char) ch;
-                        break;
-                case '\n':
-                        *o++ = 'n';
-                        break;
-                case '\t':
-                        *o++ = 't';
-                        break;
-                case '\r':
-                        *o++ = 'r';
-                        break;
-                default:
-                        *o++ = 'u';
-                        *o++ = '0';
-                        *o++ = '0';
-                        *o++ = hex[ch >> 4];
-                        *o++ = hex[ch & 15];
-                        break;
-                }
-        }
+        o += json_escape(o, str, len);
         *o++ = '"';
         s->wlen = (size_t) (o - s->wbuf);
         return 0;
