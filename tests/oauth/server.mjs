@@ -9,7 +9,8 @@
 // Test hooks on the same port: GET /_test/stats, POST /_test/reset-stats,
 // POST /_test/fail?count=N&status=S[&retry_after=SEC][&error=CODE].
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createPrivateKey, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -123,7 +124,13 @@ function page(title, inner) {
 }
 
 function buildConfiguration(opts, adapter) {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  /* The signing key comes from openssl(1), not crypto.generateKeyPairSync(): node 20's
+   * key generation job can deadlock when the garbage collector frees it (its destructor
+   * takes a mutex under GC), which hung a server before it printed its ready line. The
+   * key is a throwaway test key; it travels over a pipe only. */
+  const pem = execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048'],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const privateKey = createPrivateKey(pem);
   const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'tokend-test-rs256', use: 'sig', alg: 'RS256' };
 
   /* 'native' (OIDC Dynamic Client Registration §2, application_type) makes oidc-provider
