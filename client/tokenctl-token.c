@@ -64,32 +64,25 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
                          json_object **ret_reply) {
         /* The owner (whom the manager interface answers) gets its own token
          * without policy or consent. Anyone else, e.g. an agent running
-         * tokenctl in its own unit, goes through the agent interface: its
-         * policy applies, and in ask mode the call waits for the owner's
-         * consent (tokend bounds that wait: --consent-timeout). WhoAmI tells
-         * which; GetToken follows on the same connection, because tokend
-         * identifies its caller (/proc, cgroup, unit) once per connection,
-         * and "tokenctl token" runs once per tool call of an agent. Calling
-         * the manager interface first and falling back would cost an agent a
-         * refusal in the audit trail every time. */
-        _cleanup_(varlink_client_freep) VarlinkClient *conn = NULL;
-        int r = tokenctl_connect(&conn);
-        if (r < 0)
-                return -r;
-        _cleanup_(json_object_put_erasep) json_object *who = NULL;
-        r = tokenctl_call_on(conn, "io.tokend.agent.WhoAmI", NULL, &who, NULL);
-        if (r != EXIT_OK)
-                return r;
-        json_object *v;
-        bool owner = json_object_object_get_ex(who, "manager", &v) && json_object_get_boolean(v);
-
-        /* The token itself comes through libtokend, as for any agent. */
+         * tokenctl in its own unit, is an agent: its policy applies, and in
+         * ask mode the call waits for the owner's consent (tokend bounds that
+         * wait: --consent-timeout). tokend tells which from the kernel, in the
+         * same call: io.tokend.agent.GetToken with "as_owner". One connection
+         * and one round trip, because "tokenctl token" runs once per tool
+         * call of an agent. (Asking the manager interface first and falling
+         * back would cost an agent a refusal in the audit trail every time.)
+         * Not knowing which, the call gets the agent's timeout. */
         size_t n = scopes ? json_object_array_length(scopes) : 0;
         _cleanup_free_ const char **sv = calloc(n + 1, sizeof *sv);
         if (!sv)
                 return EXIT_FAILURE_;
         for (size_t i = 0; i < n; i++)
                 sv[i] = json_object_get_string(json_object_array_get_idx(scopes, i));
+
+        _cleanup_(varlink_client_freep) VarlinkClient *conn = NULL;
+        int r = tokenctl_connect(&conn);
+        if (r < 0)
+                return -r;
         _cleanup_free_ char *path = NULL;
         if (tokenctl_socket_path(&path) < 0)
                 return EXIT_FAILURE_; /* found above: only out of memory */
@@ -101,13 +94,12 @@ int tokenctl_fetch_token(const char *name, json_object *scopes, const char *reso
                 return EXIT_FAILURE_;
         }
         tokend_client_adopt_connection(c, TAKE_PTR(conn));
-        (void) tokend_client_set_timeout(c, owner ? CALL_TIMEOUT_USEC : AGENT_TOKEN_TIMEOUT_USEC);
+        (void) tokend_client_set_timeout(c, AGENT_TOKEN_TIMEOUT_USEC);
         tokend_token *t = NULL;
         code = tokend_get_token(c, name, n > 0 ? sv : NULL, resource, min_ttl >= 0 ? min_ttl : TOKEND_MIN_TTL_DEFAULT,
-                                owner ? TOKEND_FLAG_MANAGER : 0, &t);
+                                TOKEND_FLAG_AS_OWNER, &t);
         if (code < 0)
-                r = report_library_error(c, code, owner ? "io.tokend.manager.GetToken" : "io.tokend.agent.GetToken",
-                                         name);
+                r = report_library_error(c, code, "io.tokend.agent.GetToken", name);
         else if (!(*ret_reply = token_to_json(t)))
                 r = EXIT_FAILURE_;
         else

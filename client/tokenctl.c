@@ -330,6 +330,11 @@ int tokenctl_report_error(const char *method, const char *error, json_object *p,
                 fprintf(stderr, "tokenctl: tokend expected a streaming call.\n");
                 return EXIT_FAILURE_;
         }
+        if (streq(member, "InvalidParameter") && streq_ptr(json_str(p, "parameter"), "as_owner")) {
+                fprintf(stderr, "tokenctl: tokend does not take %s's parameter as_owner: it is older than this "
+                        "tokenctl.\nRestart it after upgrading: 'systemctl --user restart tokend'.\n", method);
+                return EXIT_FAILURE_;
+        }
         if (streq(member, "InvalidParameter")) {
                 fprintf(stderr, "tokenctl: tokend rejected parameter '%s'.\n", strna(json_str(p, "parameter")));
                 return EXIT_REFUSED;

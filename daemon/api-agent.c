@@ -20,9 +20,11 @@ typedef struct GetTokenParams {
         const char *resource;
         int64_t min_ttl;
         bool has_min_ttl;
+        bool as_owner;
+        bool has_as_owner;
 } GetTokenParams;
 
-int api_parse_get_token(VarlinkCall *call, json_object *parameters, TokenRequest *ret) {
+int api_parse_get_token(VarlinkCall *call, json_object *parameters, bool accept_as_owner, TokenRequest *ret) {
         static const VarlinkField fields[] = {
                 { "credential", VARLINK_FIELD_STRING, offsetof(GetTokenParams, credential),
                   VARLINK_FIELD_REQUIRED | VARLINK_FIELD_NONEMPTY, CREDENTIAL_NAME_MAX, VARLINK_NO_PRESENT },
@@ -31,6 +33,8 @@ int api_parse_get_token(VarlinkCall *call, json_object *parameters, TokenRequest
                   RESOURCE_MAX, VARLINK_NO_PRESENT },
                 { "min_ttl", VARLINK_FIELD_INT, offsetof(GetTokenParams, min_ttl), 0, 0,
                   offsetof(GetTokenParams, has_min_ttl) },
+                { "as_owner", VARLINK_FIELD_BOOL, offsetof(GetTokenParams, as_owner), 0, 0,
+                  offsetof(GetTokenParams, has_as_owner) },
                 {},
         };
         GetTokenParams p = {};
@@ -39,6 +43,9 @@ int api_parse_get_token(VarlinkCall *call, json_object *parameters, TokenRequest
 
         if (varlink_parse_parameters(parameters, fields, &p, &bad) < 0)
                 return varlink_call_error_invalid_parameter(call, bad), 0;
+        if (p.has_as_owner && !accept_as_owner)
+                /* Not a parameter of this method: named as any unknown one is. */
+                return varlink_call_error_invalid_parameter(call, "as_owner"), 0;
         if (p.has_min_ttl && (p.min_ttl < 0 || p.min_ttl > MIN_TTL_MAX))
                 return varlink_call_error_invalid_parameter(call, "min_ttl"), 0;
         if (p.scopes && scope_set_from_json(p.scopes, &scopes) < 0)
@@ -51,18 +58,26 @@ int api_parse_get_token(VarlinkCall *call, json_object *parameters, TokenRequest
                 }
         }
         *ret = (TokenRequest) { .credential = p.credential, .scopes = scopes, .resource = p.resource,
-                                .min_ttl = p.has_min_ttl ? p.min_ttl : -1 };
+                                .min_ttl = p.has_min_ttl ? p.min_ttl : -1, .as_owner = p.as_owner };
         return 1;
 }
 
 static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
+        Manager *m = userdata;
         TokenRequest t;
         (void) flags;
 
-        int r = api_parse_get_token(call, parameters, &t);
+        int r = api_parse_get_token(call, parameters, true, &t);
         if (r <= 0)
                 return r;
-        return consent_get_token(userdata, call, t.credential, &t.scopes, t.resource, t.min_ttl);
+        /* "as_owner": the owner's tools (tokenctl) ask this way so that one
+         * call serves both the owner and an agent running them, with no
+         * WhoAmI first. Judged here, by the same rule as the manager
+         * interface's, under the policy in force; for anyone else it changes
+         * nothing, so an agent gains nothing by setting it. */
+        if (t.as_owner && policy_is_manager_allowed(m->policy, audit_call_agent(call), m->owner_uid))
+                return api_owner_get_token(m, call, &t);
+        return consent_get_token(m, call, t.credential, &t.scopes, t.resource, t.min_ttl);
 }
 
 /* Like GetToken; the engine keeps the call as a subscriber once it has its
@@ -74,7 +89,7 @@ static int agent_subscribe(VarlinkCall *call, json_object *parameters, VarlinkCa
          * "more" with "oneway" is a protocol error that closes the connection. */
         (void) flags;
 
-        int r = api_parse_get_token(call, parameters, &t);
+        int r = api_parse_get_token(call, parameters, false, &t);
         if (r <= 0)
                 return r;
         if (m->n_subscriptions >= SUBSCRIPTIONS_MAX) {

@@ -469,25 +469,28 @@ static int manager_revoke_credential(VarlinkCall *call, json_object *parameters,
 
 /* ---- the owner's own token, consent and policy ---- */
 
+int api_owner_get_token(Manager *m, VarlinkCall *call, TokenRequest *t) {
+        Credential *c = manager_find_credential(m, t->credential);
+        if (!c) {
+                audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .credential = t->credential, .scopes = &t->scopes,
+                                              .resource = t->resource, .agent = audit_call_agent(call),
+                                              .reason = "io.tokend.agent.NoSuchCredential" });
+                scope_set_done(&t->scopes);
+                return varlink_call_error(call, "io.tokend.agent.NoSuchCredential",
+                                          engine_error_parameters(t->credential, "io.tokend.agent.NoSuchCredential",
+                                                                  NULL, -1));
+        }
+        return engine_get_token(c, call, &t->scopes, t->resource, t->min_ttl, 0);
+}
+
 static int manager_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
-        Manager *m = userdata;
         TokenRequest t;
         (void) flags;
 
-        int r = api_parse_get_token(call, parameters, &t);
+        int r = api_parse_get_token(call, parameters, false, &t);
         if (r <= 0)
                 return r;
-        Credential *c = manager_find_credential(m, t.credential);
-        if (!c) {
-                audit_log(m, &(AuditRecord) { .event = AUDIT_DENY, .credential = t.credential, .scopes = &t.scopes,
-                                              .resource = t.resource, .agent = audit_call_agent(call),
-                                              .reason = "io.tokend.agent.NoSuchCredential" });
-                scope_set_done(&t.scopes);
-                return varlink_call_error(call, "io.tokend.agent.NoSuchCredential",
-                                          engine_error_parameters(t.credential, "io.tokend.agent.NoSuchCredential",
-                                                                  NULL, -1));
-        }
-        return engine_get_token(c, call, &t.scopes, t.resource, t.min_ttl, 0);
+        return api_owner_get_token(userdata, call, &t);
 }
 
 static int parse_no_parameters(VarlinkCall *call, json_object *parameters) {

@@ -38,11 +38,18 @@ typedef struct TokenRequest {
         ScopeSet scopes;        /* owned */
         const char *resource;   /* borrowed; NULL: none */
         int64_t min_ttl;        /* < 0: none asked */
+        bool as_owner;          /* io.tokend.agent.GetToken only: the owner's token if the caller is the owner */
 } TokenRequest;
 
 /* Checks them; 1 and *ret filled, or 0 with the call answered with an
- * InvalidParameter error (api-agent.c). */
-int api_parse_get_token(VarlinkCall *call, json_object *parameters, TokenRequest *ret);
+ * InvalidParameter error (api-agent.c). "as_owner" is a parameter only where
+ * accept_as_owner says so (io.tokend.agent.GetToken). */
+int api_parse_get_token(VarlinkCall *call, json_object *parameters, bool accept_as_owner, TokenRequest *ret);
+
+/* io.tokend.manager.GetToken after parameter checks: the owner's own token,
+ * without policy or consent (api-manager.c). The caller must have been found
+ * to be the owner. Takes ownership of t->scopes. */
+int api_owner_get_token(Manager *m, VarlinkCall *call, TokenRequest *t);
 
 /* io.tokend.agent.GetToken after parameter checks: policy, consent, then the
  * engine. Takes ownership of *scopes. */

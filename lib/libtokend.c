@@ -521,7 +521,8 @@ _public_ int tokend_get_token(tokend_client *c, const char *credential, const ch
 
         if (!c)
                 return TOKEND_ERR_INVALID_ARGUMENT;
-        if (!ret || (flags & ~(unsigned) TOKEND_FLAG_MANAGER))
+        if (!ret || (flags & ~(unsigned) (TOKEND_FLAG_MANAGER | TOKEND_FLAG_AS_OWNER)) ||
+            ((flags & TOKEND_FLAG_MANAGER) && (flags & TOKEND_FLAG_AS_OWNER)))
                 return error_local(&c->error, TOKEND_ERR_INVALID_ARGUMENT, "invalid %s", !ret ? "ret" : "flags");
         /* Checked once before anything is sent; built again for each attempt
          * because sending consumes (and wipes) the parameters. */
@@ -547,6 +548,14 @@ _public_ int tokend_get_token(tokend_client *c, const char *credential, const ch
                 r = request_parameters(credential, scopes, resource, min_ttl, &p, &what);
                 if (r < 0)
                         return error_local(&c->error, r, "out of memory");
+                if (flags & TOKEND_FLAG_AS_OWNER) {
+                        json_object *b = json_object_new_boolean(1);
+                        if (!b || json_object_object_add(p, "as_owner", b) < 0) {
+                                json_object_put(b);
+                                json_object_put(p);
+                                return error_local(&c->error, TOKEND_ERR_NO_MEMORY, "out of memory");
+                        }
+                }
                 r = varlink_client_call(c->conn, method, p, 0, varlink_timeout(c->timeout_usec), &reply, &error, NULL);
                 if (r < 0) {
                         /* Whatever happened, this connection is out of step now. */

@@ -250,6 +250,8 @@ TEST(argument_caps) {
         ASSERT_EQ(get("c", NULL, NULL, 0, 0), TOKEND_ERR_NOT_REACHABLE);
         ASSERT_EQ(get("c", NULL, NULL, TOKEND_MIN_TTL_DEFAULT, TOKEND_FLAG_MANAGER), TOKEND_ERR_NOT_REACHABLE);
         ASSERT_EQ(get("c", NULL, NULL, -1, 1U << 7), TOKEND_ERR_INVALID_ARGUMENT);
+        ASSERT_EQ(get("c", NULL, NULL, -1, TOKEND_FLAG_AS_OWNER), TOKEND_ERR_NOT_REACHABLE);
+        ASSERT_EQ(get("c", NULL, NULL, -1, TOKEND_FLAG_MANAGER | TOKEND_FLAG_AS_OWNER), TOKEND_ERR_INVALID_ARGUMENT);
 
         /* UTF-8: valid multibyte passes; overlong, surrogate, past U+10FFFF, truncated do not. */
         ASSERT_EQ(get("caf\xc3\xa9-\xf0\x9f\x94\x91", NULL, NULL, -1, 0), TOKEND_ERR_NOT_REACHABLE);
@@ -341,6 +343,7 @@ TEST(error_names) {
 TEST(success_and_malformed) {
         static const char *const replies[] = {
                 TOKEN_REPLY,
+                TOKEN_REPLY,
                 "{\"parameters\":{\"token\":\"t\",\"token_type\":\"Bearer\",\"scopes\":[]}}", /* no expires_at */
                 NULL,
         };
@@ -371,9 +374,18 @@ TEST(success_and_malformed) {
         ASSERT_STREQ(tokend_token_value(copy), "tok-1");
         ASSERT_STREQ(tokend_token_scopes(copy)[1], "write");
         tokend_token_free(copy);
+        ASSERT_TRUE(strstr(f.last_call, "as_owner") == NULL);
+
+        /* TOKEND_FLAG_AS_OWNER: the agent interface, with "as_owner": true. */
+        ASSERT_EQ(tokend_get_token(c, "cred", NULL, NULL, -1, TOKEND_FLAG_AS_OWNER, &t), TOKEND_OK);
+        ASSERT_TRUE(strstr(f.last_call, "\"io.tokend.agent.GetToken\""));
+        ASSERT_TRUE(strstr(f.last_call, "\"as_owner\":true"));
+        ASSERT_STREQ(tokend_token_value(t), "tok-1");
+        t = tokend_token_free(t);
 
         ASSERT_EQ(tokend_get_token(c, "cred", NULL, NULL, -1, 0, &t), TOKEND_ERR_PROTOCOL);
         ASSERT_TRUE(strstr(f.last_call, "min_ttl") == NULL && strstr(f.last_call, "scopes") == NULL);
+
         tokend_client_free(c);
         fake_stop(&f);
 }

@@ -78,6 +78,13 @@ typedef enum tokend_flags {
          * or consent. Only the owner (a process of the daemon's uid that no
          * agent of the policy matches) may; agents get TOKEND_ERR_PERMISSION_DENIED. */
         TOKEND_FLAG_MANAGER = 1 << 0,
+        /* Call io.tokend.agent.GetToken with "as_owner": the owner gets its own
+         * token as with TOKEND_FLAG_MANAGER; any other caller is served as an
+         * agent (policy, consent), as without the flag. For programs that run
+         * both as the owner and inside agents, in one round trip. A daemon
+         * older than the flag refuses it: error InvalidParameter, parameter
+         * "as_owner". Not together with TOKEND_FLAG_MANAGER. */
+        TOKEND_FLAG_AS_OWNER = 1 << 1,
 } tokend_flags;
 
 /* Local caps, checked before anything is sent (TOKEND_ERR_INVALID_ARGUMENT). */
@@ -145,7 +152,7 @@ const tokend_error *tokend_client_error(const tokend_client *c);
 /* ---- one token ---- */
 
 /* Calls io.tokend.agent.GetToken (io.tokend.manager.GetToken with
- * TOKEND_FLAG_MANAGER) and waits for the answer, which may take as long as
+ * TOKEND_FLAG_MANAGER; see also TOKEND_FLAG_AS_OWNER) and waits for the answer, which may take as long as
  * the owner takes to consent (ask mode).
  * credential: required. scopes: NULL-terminated; NULL or empty: those the
  * policy allows. resource: NULL for none. min_ttl: seconds the token must

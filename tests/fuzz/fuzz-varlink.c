@@ -231,7 +231,7 @@ static const VarlinkInterface fuzz_interface = {
 static int agent_get_token(VarlinkCall *call, json_object *parameters, VarlinkCallFlags flags, void *userdata) {
         TokenRequest t;
 
-        int r = api_parse_get_token(call, parameters, &t);
+        int r = api_parse_get_token(call, parameters, true, &t);
         if (r <= 0)
                 return r; /* answered InvalidParameter */
         ASSERT_TRUE(t.credential && *t.credential);

@@ -12,7 +12,8 @@ tokenctl sends and how it shows the answers, without the daemon:
   SIGINT and SIGTERM, 0 when the stream ends, 3 when tokend hangs up;
 - approve, deny, grants revoke: the parameters sent (durations, --once,
   --process, --scope), the grant id on stdout;
-- token: io.tokend.manager.GetToken;
+- token: one call, io.tokend.agent.GetToken with as_owner (tokend tells owner from agent), no WhoAmI;
+  an older tokend that refuses as_owner;
 - exec: the parameters sent (default min_ttl 300), the child replacing tokenctl (same pid, its exit
   status and signal), the token in its environment only (the child reads its own /proc/self/cmdline
   and environ), --env names and their caps, 126/127 and tokenctl's codes without running the child;
@@ -402,18 +403,20 @@ def test_reload(d, sock):
 
 
 def test_token(d, sock):
-    # The owner (WhoAmI says the manager interface answers it): the manager's GetToken.
-    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
-    d.answer("io.tokend.manager.GetToken", ok({"token": "at-123", "token_type": "Bearer", "expires_at": NOW + 60,
-                                               "scopes": ["repo"]}))
+    # One call: the agent interface with as_owner, whoever runs tokenctl (tokend tells the owner, who
+    # gets the manager's token, from an agent); no WhoAmI first.
+    d.calls.clear()
+    d.answer("io.tokend.agent.GetToken", ok({"token": "at-123", "token_type": "Bearer", "expires_at": NOW + 60,
+                                             "scopes": ["repo"]}))
     rc, out, e = tokenctl("token", "gh", "--scope", "repo", "--min-ttl", "30", socket_path=sock)
     check(rc == 0 and out == "at-123\n", "token prints the token", (rc, out, e))
-    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "scopes": ["repo"],
-                                                                 "min_ttl": 30},
-          "token calls io.tokend.manager.GetToken", d.last("io.tokend.manager.GetToken"))
-    check(d.last("io.tokend.agent.GetToken") is None, "token no longer calls io.tokend.agent.GetToken")
+    check(d.last("io.tokend.agent.GetToken")["parameters"] == {"credential": "gh", "scopes": ["repo"],
+                                                               "min_ttl": 30, "as_owner": True},
+          "token calls io.tokend.agent.GetToken with as_owner", d.last("io.tokend.agent.GetToken"))
+    check([c["method"] for c in d.calls] == ["io.tokend.agent.GetToken"], "token makes one call (no WhoAmI)",
+          d.calls)
     for error, params, code, says in [
-            ("io.tokend.manager.NoSuchCredential", {"name": "gh"}, EXIT_NO_SUCH, "no credential named 'gh'"),
+            ("io.tokend.agent.NoSuchCredential", {"credential": "gh"}, EXIT_NO_SUCH, "no credential named 'gh'"),
             ("io.tokend.agent.PolicyDenied", {"credential": "gh", "agent": "x", "reason": "agent x may not use gh"},
              EXIT_DENIED, "agent x may not use gh"),
             ("io.tokend.agent.ConsentDenied", {"credential": "gh", "request": "r-9"}, EXIT_DENIED, "denied request r-9"),
@@ -426,27 +429,15 @@ def test_token(d, sock):
              EXIT_REFUSED, "No scope at all"),
             ("io.tokend.agent.ScopeNotAllowed", {"credential": "gh", "scopes": ["admin"]},
              EXIT_REFUSED, "does not hold scope(s): admin"),
+            # A tokend older than as_owner refuses it.
+            ("org.varlink.service.InvalidParameter", {"parameter": "as_owner"}, EXIT_FAILURE,
+             "older than this tokenctl"),
+            ("org.varlink.service.InvalidParameter", {"parameter": "scopes"}, EXIT_REFUSED,
+             "rejected parameter 'scopes'"),
     ]:
-        d.answer("io.tokend.manager.GetToken", err(error, params))
+        d.answer("io.tokend.agent.GetToken", err(error, params))
         rc, out, e = tokenctl("token", "gh", socket_path=sock)
         check(rc == code and says in e and out == "", f"token: {error.rsplit('.', 1)[1]} exits {code}", (rc, e))
-
-    # Anyone else (an agent running tokenctl): the agent interface, never the manager's.
-    d.calls.clear()
-    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=False)))
-    d.answer("io.tokend.agent.GetToken", ok({"token": "at-agent", "token_type": "Bearer", "expires_at": NOW + 60,
-                                             "scopes": ["repo"]}))
-    rc, out, e = tokenctl("token", "gh", "--scope", "repo", socket_path=sock)
-    check(rc == 0 and out == "at-agent\n", "token as an agent prints the agent's token", (rc, out, e))
-    check(d.last("io.tokend.agent.GetToken") is not None and d.last("io.tokend.manager.GetToken") is None,
-          "token as an agent calls io.tokend.agent.GetToken only", d.calls)
-    d.answer("io.tokend.agent.GetToken", err("io.tokend.agent.ConsentRequired",
-                                             {"credential": "gh", "request": "r-7", "reason": "nobody answered"}))
-    rc, out, e = tokenctl("token", "gh", socket_path=sock)
-    check(rc == EXIT_REFUSED and "r-7" in e, "token as an agent: ConsentRequired exits 7", (rc, e))
-    d.answer("io.tokend.agent.WhoAmI", err("io.tokend.agent.CallerGone"))
-    rc, out, e = tokenctl("token", "gh", socket_path=sock)
-    check(rc != 0 and out == "", "token: a failed WhoAmI gives no token", (rc, out, e))
 
 
 # A child for 'tokenctl exec': prints its pid, its own command line and environment as the kernel
@@ -499,9 +490,8 @@ def test_exec(d, sock, tmp):
     path_env = {"PATH": bindir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")}
     exp = NOW + 3600
 
-    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
-    d.answer("io.tokend.manager.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
-                                               "scopes": ["repo"]}))
+    d.answer("io.tokend.agent.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
+                                             "scopes": ["repo"]}))
     pid, rc, child, e = exec_run(sock, ["gh", "--scope", "repo", "--", sys.executable, child_py, "0"],
                                  env_extra={"TOKEND_TEST_KEEP": "kept"})
     check(rc == 0 and child is not None, "exec: runs the command, exit 0", (rc, child, e))
@@ -517,9 +507,9 @@ def test_exec(d, sock, tmp):
     check(("TOKEND_TEST_KEEP", "kept") in env, "exec: the rest of the environment passes on")
     check(sum(1 for _, v in env if SECRET in v) == 1, "exec: the token in one variable only")
     check(SECRET not in e, "exec: the token not on stderr", e)
-    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "scopes": ["repo"],
-                                                                 "min_ttl": 300},
-          "exec: GetToken with the default --min-ttl 300", d.last("io.tokend.manager.GetToken"))
+    check(d.last("io.tokend.agent.GetToken")["parameters"] == {"credential": "gh", "scopes": ["repo"],
+                                                               "min_ttl": 300, "as_owner": True},
+          "exec: GetToken (as_owner) with the default --min-ttl 300", d.last("io.tokend.agent.GetToken"))
 
     # --env replaces earlier values of VAR and VAR_EXPIRES_AT; CMD is looked up in $PATH.
     pid, rc, child, e = exec_run(sock, ["gh", "--env", "GH_TOKEN", "--min-ttl", "60", "--resource",
@@ -532,29 +522,26 @@ def test_exec(d, sock, tmp):
           [v for n, v in env if n == "GH_TOKEN_EXPIRES_AT"] == [str(exp)] and ("GH_TOKENX", "other") in env,
           "exec --env GH_TOKEN: replaces the old values, once each", env)
     check(not any(n == "TOKEND_TOKEN" for n, _ in env), "exec --env: no $TOKEND_TOKEN then")
-    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "min_ttl": 60,
-                                                                 "resource": "https://api.github.com"},
-          "exec: --min-ttl and --resource sent", d.last("io.tokend.manager.GetToken"))
+    check(d.last("io.tokend.agent.GetToken")["parameters"] == {"credential": "gh", "min_ttl": 60,
+                                                               "resource": "https://api.github.com",
+                                                               "as_owner": True},
+          "exec: --min-ttl and --resource sent", d.last("io.tokend.agent.GetToken"))
     pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "-15"])
     check(rc == -signal.SIGTERM, "exec: a signal that ends the command ends 'tokenctl exec' too", (rc, e))
     pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "0", os.path.join(tmp, "m"), "--help"])
     check(rc == 0 and child and child["cmdline"][-1] == "--help", "exec: options after -- are the command's",
           (rc, child, e))
 
-    # Anyone else: the agent interface.
+    # One call, whoever runs it.
     d.calls.clear()
-    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=False)))
-    d.answer("io.tokend.agent.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
-                                             "scopes": []}))
     pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "0"])
-    check(rc == 0 and d.last("io.tokend.agent.GetToken") is not None and d.last("io.tokend.manager.GetToken") is None,
-          "exec as an agent: io.tokend.agent.GetToken", (rc, d.calls))
+    check(rc == 0 and [c["method"] for c in d.calls] == ["io.tokend.agent.GetToken"],
+          "exec: one call, io.tokend.agent.GetToken (no WhoAmI)", (rc, d.calls))
 
     # No token: tokenctl's exit code, and the command does not run.
     marker = os.path.join(tmp, "ran")
-    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
     bad_replies = [
-        (err("io.tokend.manager.NoSuchCredential", {"name": "gh"}), EXIT_NO_SUCH, "no credential named 'gh'"),
+        (err("io.tokend.agent.NoSuchCredential", {"credential": "gh"}), EXIT_NO_SUCH, "no credential named 'gh'"),
         (err("io.tokend.agent.ConsentRequired", {"credential": "gh", "request": "r-9"}), EXIT_REFUSED, "r-9"),
         (err("io.tokend.agent.LifetimeTooShort", {"credential": "gh", "lifetime": 60}), EXIT_REFUSED, ""),
         (ok({"token": "two\nlines", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE,
@@ -566,7 +553,7 @@ def test_exec(d, sock, tmp):
         (ok({"token": SECRET, "token_type": "Bearer", "scopes": []}), EXIT_FAILURE, "tokend's reply"),
     ]
     for reply, code, says in bad_replies:
-        d.answer("io.tokend.manager.GetToken", reply)
+        d.answer("io.tokend.agent.GetToken", reply)
         pid, rc, child, e = exec_run(sock, ["gh", "--", sys.executable, child_py, "0", marker])
         check(rc == code and child is None and not os.path.exists(marker) and says in e and SECRET not in e
               and "two\nlines" not in e,
@@ -592,22 +579,23 @@ def helper(sock, stdin, *args, op="get", hosts=("github.com",), cwd=None, env_ex
 
 def test_credential_helper(d, sock, tmp):
     exp = NOW + 3600
-    d.answer("io.tokend.agent.WhoAmI", ok(dict(WHOAMI, manager=True)))
-    d.answer("io.tokend.manager.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
-                                               "scopes": ["repo"]}))
+    d.answer("io.tokend.agent.GetToken", ok({"token": SECRET, "token_type": "Bearer", "expires_at": exp,
+                                             "scopes": ["repo"]}))
     answer = f"username=x-access-token\npassword={SECRET}\npassword_expiry_utc={exp}\n"
 
     rc, out, e = helper(sock, "protocol=https\nhost=github.com\n\n")
     check(rc == 0 and out == answer and e == "", "credential-helper get: username, token, expiry", (rc, out, e))
-    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "min_ttl": 300},
-          "credential-helper get: GetToken with the default --min-ttl 300", d.last("io.tokend.manager.GetToken"))
+    check(d.last("io.tokend.agent.GetToken")["parameters"] == {"credential": "gh", "min_ttl": 300,
+                                                               "as_owner": True},
+          "credential-helper get: GetToken (as_owner) with the default --min-ttl 300",
+          d.last("io.tokend.agent.GetToken"))
     rc, out, _ = helper(sock, "protocol=https\nhost=gitlab.example\npath=g/p.git\n\n", "--username", "oauth2",
                         "--scope", "read_repository", "--min-ttl", "60", hosts=("github.com", "gitlab.example"))
     check(rc == 0 and out == answer.replace("x-access-token", "oauth2"),
           "credential-helper: --username, a second --host", out)
-    check(d.last("io.tokend.manager.GetToken")["parameters"] == {"credential": "gh", "scopes": ["read_repository"],
-                                                                 "min_ttl": 60},
-          "credential-helper: --scope and --min-ttl sent", d.last("io.tokend.manager.GetToken"))
+    check(d.last("io.tokend.agent.GetToken")["parameters"] == {"credential": "gh", "scopes": ["read_repository"],
+                                                               "min_ttl": 60, "as_owner": True},
+          "credential-helper: --scope and --min-ttl sent", d.last("io.tokend.agent.GetToken"))
 
     matching = [
         "protocol=https\nhost=GitHub.COM\n\n",                      # hosts compare without case
@@ -696,13 +684,13 @@ def test_credential_helper(d, sock, tmp):
 
     # tokend's answer: errors are tokenctl's exit codes; a token that could inject a line is refused.
     for reply, code in [
-            (err("io.tokend.manager.NoSuchCredential", {"name": "gh"}), EXIT_NO_SUCH),
+            (err("io.tokend.agent.NoSuchCredential", {"credential": "gh"}), EXIT_NO_SUCH),
             (ok({"token": "tok\nusername=evil", "token_type": "Bearer", "expires_at": exp, "scopes": []}),
              EXIT_FAILURE),
             (ok({"token": "tok en", "token_type": "Bearer", "expires_at": exp, "scopes": []}), EXIT_FAILURE),
             (ok({"token": SECRET, "token_type": "Bearer", "expires_at": NOW - 1, "scopes": []}), EXIT_FAILURE),
     ]:
-        d.answer("io.tokend.manager.GetToken", reply)
+        d.answer("io.tokend.agent.GetToken", reply)
         rc, out, e = helper(sock, "protocol=https\nhost=github.com\n\n")
         check(rc == code and out == "" and "evil" not in e and SECRET not in e,
               f"credential-helper: {json.dumps(reply)[:60]} exits {code}, prints nothing", (rc, out, e))

@@ -671,7 +671,7 @@ class Tokend:
         with self.connect(timeout) as c:
             return c.call(method, parameters, timeout=timeout)
 
-    def get_token(self, credential, scopes=None, min_ttl=None, resource=None, timeout=30.0):
+    def get_token(self, credential, scopes=None, min_ttl=None, resource=None, timeout=30.0, as_owner=None):
         p = {"credential": credential}
         if scopes is not None:
             p["scopes"] = scopes
@@ -679,6 +679,8 @@ class Tokend:
             p["min_ttl"] = min_ttl
         if resource is not None:
             p["resource"] = resource
+        if as_owner is not None:
+            p["as_owner"] = as_owner
         return self.call("io.tokend.agent.GetToken", p, timeout=timeout)
 
     def token(self, credential, scopes=None, **kw):

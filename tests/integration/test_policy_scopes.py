@@ -16,6 +16,9 @@ Credentials "cred" and "other" hold "openid offline_access read write". Policy v
 4. PolicyDenied: credential "other" (no section), a resource not listed (also one differing by a
    trailing slash); the listed resource gets a token. The Mode=deny agent is refused even for a
    credential its sections allow. The agents cannot use the manager interface (PermissionDenied).
+   "as_owner": true changes nothing for an agent: the same ScopeNotAllowed, PolicyDenied and
+   policy-scoped token for "scoped", PolicyDenied for "denied". Subscribe and the manager's
+   GetToken refuse the field (InvalidParameter "as_owner").
 5. Reload by SIGHUP (v2: scoped gets Scopes=read, and other Scopes=write) changes the outcome;
    `tokenctl reload` (v3: scoped Mode=deny) too, and Reload answers the agent count and directory.
    A connection opened before the SIGHUP gets the new policy too; MaxLifetime=1m (v2) caps the
@@ -27,8 +30,11 @@ Credentials "cred" and "other" hold "openid offline_access read write". Policy v
 7. The daemon restarted with the broken file (first load fails) -> failsafe: it serves, every
    caller is unknown (mode ask; this test's GetToken waits and ends in ConsentRequired), and the
    manager interface refuses everyone (tokenctl list exits 8; an owner process that no agent
-   would match gets PermissionDenied). The file fixed, SIGHUP ends the failsafe.
-8. An empty policy directory: no agents; this test is an unknown caller and may manage.
+   would match gets PermissionDenied; "as_owner" from such a process waits for consent too). The
+   file fixed, SIGHUP ends the failsafe.
+8. An empty policy directory: no agents; this test is an unknown caller and may manage. Being the
+   owner, it gets a token from io.tokend.agent.GetToken with "as_owner" at once, with every scope
+   of the credential; without the field it is an unknown caller that must ask (ConsentRequired).
 """
 import os
 import sys
@@ -36,7 +42,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from consentlib import expect_error, expect_token, introspected_scopes  # noqa: E402
-from harness import (ERR_CONSENT_REQUIRED, ERR_PERMISSION_DENIED, ERR_POLICY_DENIED,  # noqa: E402
+from harness import (ERR_CONSENT_REQUIRED, ERR_INVALID_PARAMETER, ERR_PERMISSION_DENIED,  # noqa: E402
+                     ERR_POLICY_DENIED,
                      ERR_SCOPE_NOT_ALLOWED, EXIT_DENIED, PYTHON_EXE, agent_policy, check, log, run_test,
                      test_agent_policy, wait_until)
 
@@ -131,11 +138,26 @@ def main(ctx):
     for cred in (CRED, OTHER):
         p = expect_error(dn.get_token(cred, ["read"]), ERR_POLICY_DENIED, f"Mode=deny, credential {cred}")
         check(p.get("agent") == "denied", "... names agent 'denied'", p)
+    for cred in (CRED, OTHER):
+        p = expect_error(dn.call("io.tokend.agent.GetToken", {"credential": cred, "as_owner": True}),
+                         ERR_POLICY_DENIED, f"Mode=deny with as_owner, credential {cred}")
+        check(p.get("agent") == "denied", "... still agent 'denied': as_owner gains an agent nothing", p)
     m = dn.call("io.tokend.manager.ListCredentials", {})
     check(m.get("error") == ERR_PERMISSION_DENIED, "agent 'denied' (owner uid) may not use the manager interface", m)
     m = d.call("io.tokend.manager.ListCredentials", {})
     check(m.get("error") == ERR_PERMISSION_DENIED, "agent 'scoped' (this test) may not use the manager interface", m)
     dn.exit()
+    m = d.get_token(CRED, ["admin"], as_owner=True)
+    p = expect_error(m, ERR_SCOPE_NOT_ALLOWED, "agent 'scoped' with as_owner: ['admin']")
+    check(sorted(p.get("allowed") or []) == ["read", "write"], "... the policy's scopes still bound it", p)
+    expect_error(d.get_token(OTHER, as_owner=True), ERR_POLICY_DENIED, "agent 'scoped' with as_owner: credential other")
+    p = expect_token(d.get_token(CRED, as_owner=True), "agent 'scoped' with as_owner, no scopes", ["read", "write"])
+    check(introspected_scopes(srv, p["token"]) == ["read", "write"],
+          "... exactly the policy's scopes, not the credential's four")
+    with d.connect() as c:
+        m = c.call("io.tokend.agent.Subscribe", {"credential": CRED, "as_owner": True}, more=True, timeout=30)
+    check(m.get("error") == ERR_INVALID_PARAMETER and (m.get("parameters") or {}).get("parameter") == "as_owner",
+          "Subscribe refuses as_owner (InvalidParameter as_owner)", m)
 
     log("=== 5. reload by SIGHUP")
     keep = d.connect()  # opened under v1, used after the reload
@@ -212,6 +234,10 @@ def main(ctx):
     took = time.monotonic() - t0
     expect_error(m, ERR_CONSENT_REQUIRED, "failsafe: GetToken waits for consent nobody can give")
     check(took >= CONSENT_TIMEOUT - 0.5, f"... after the consent timeout ({took:.1f}s)")
+    res = ctx.vclient_call(d.socket, "io.tokend.agent.GetToken", {"credential": CRED, "as_owner": True},
+                           timeout=CONSENT_TIMEOUT + 20)
+    expect_error(res.get("reply", {}), ERR_CONSENT_REQUIRED,
+                 "failsafe: an owner process with as_owner is no owner either: it waits for consent")
     d.write_policy(policy_v1(denied_exe))
     d.sighup()
     wait_until(lambda: d.tokenctl("list")[0] == 0, 10, "the manager interface back after the fixed reload")
@@ -227,6 +253,16 @@ def main(ctx):
           "no agents: this test is an unknown caller (ask) and, of the owner's uid, may manage", w)
     m = e.call("io.tokend.manager.ListCredentials", {})
     check("error" not in m, "... so its own manager call is answered", m)
+    e.add(CRED, srv)
+    t0 = time.monotonic()
+    p = expect_token(e.get_token(CRED, as_owner=True, timeout=CONSENT_TIMEOUT + 20),
+                     "the owner with as_owner: its token", ["offline_access", "openid", "read", "write"])
+    check(time.monotonic() - t0 < CONSENT_TIMEOUT, "... at once, with no consent asked")
+    m = e.manager("GetToken", {"credential": CRED, "as_owner": True})
+    check(m.get("error") == ERR_INVALID_PARAMETER and (m.get("parameters") or {}).get("parameter") == "as_owner",
+          "io.tokend.manager.GetToken refuses as_owner (InvalidParameter as_owner)", m)
+    expect_error(e.get_token(CRED, as_owner=False, timeout=CONSENT_TIMEOUT + 20), ERR_CONSENT_REQUIRED,
+                 "the owner without as_owner (false): an unknown caller that must ask")
 
 
 if __name__ == "__main__":
