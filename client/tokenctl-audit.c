@@ -3,24 +3,27 @@
  * journal (MESSAGE_ID and SYSLOG_IDENTIFIER of tokend, TOKEND_* fields) and
  * from STATE_DIR/audit.log (one JSON object per line, the same fields
  * lowercased without the TOKEND_ prefix); both are printed the same way,
- * ordered by time. libsystemd is loaded here, for the journal, and nowhere
- * else: tokenctl does not link it, so that every other verb (above all
- * "tokenctl token", run once per tool call of an agent) starts without
- * loading it and the half dozen libraries it pulls in. */
-#include <dlfcn.h>
+ * ordered by time. The journal is read by journalctl(1) (-o json), which
+ * tokenctl runs for this command only: tokenctl links no libsystemd, so that
+ * every other verb (above all "tokenctl token", run once per tool call of an
+ * agent) starts without loading it, and tokenctl can be linked statically. */
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <getopt.h>
+#include <spawn.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
-#include <systemd/sd-journal.h>
 
 #include "common/util.h"
 #include "tokenctl-audit.h"
 #include "varlink.h"
+
+extern char **environ;
 
 /* Must match daemon/audit.h. */
 #define AUDIT_MESSAGE_ID "dd14e6fa7b894fa2b29fa19eca600e32"
@@ -79,134 +82,164 @@ static void record_add(json_object *o, const char *lower, const char *value, siz
                 json_object_object_add(o, lower, json_object_new_string_len(value, (int) len));
 }
 
-/* The sd-journal functions read_journal() calls, from libsystemd.so.0 loaded
- * at run time. The types come from the header, so a mismatch does not build. */
-struct JournalApi {
-        void *dl;
-        typeof(sd_journal_open) *open;
-        typeof(sd_journal_close) *close;
-        typeof(sd_journal_set_data_threshold) *set_data_threshold;
-        typeof(sd_journal_add_match) *add_match;
-        typeof(sd_journal_seek_head) *seek_head;
-        typeof(sd_journal_seek_realtime_usec) *seek_realtime_usec;
-        typeof(sd_journal_next) *next;
-        typeof(sd_journal_get_realtime_usec) *get_realtime_usec;
-        typeof(sd_journal_get_data) *get_data;
-};
-
-static void journal_api_done(JournalApi *api) {
-        if (api->dl)
-                (void) dlclose(api->dl);
-        *api = (JournalApi) {};
-}
-
 /* Weak: see tokenctl-audit.h. */
-__attribute__((weak)) int tokenctl_audit_journal_load(JournalApi *ret) {
-        JournalApi api = {};
-
-        api.dl = dlopen("libsystemd.so.0", RTLD_NOW | RTLD_LOCAL);
-        if (!api.dl) {
-                const char *e = dlerror();
-                fprintf(stderr, "tokenctl audit: cannot load libsystemd to read the journal: %s.\n",
-                        e ?: "unknown error");
-                return -EOPNOTSUPP;
-        }
-        const struct {
-                const char *name;
-                void **fn;
-        } symbols[] = {
-                { "sd_journal_open", (void **) &api.open },
-                { "sd_journal_close", (void **) &api.close },
-                { "sd_journal_set_data_threshold", (void **) &api.set_data_threshold },
-                { "sd_journal_add_match", (void **) &api.add_match },
-                { "sd_journal_seek_head", (void **) &api.seek_head },
-                { "sd_journal_seek_realtime_usec", (void **) &api.seek_realtime_usec },
-                { "sd_journal_next", (void **) &api.next },
-                { "sd_journal_get_realtime_usec", (void **) &api.get_realtime_usec },
-                { "sd_journal_get_data", (void **) &api.get_data },
-        };
-        for (size_t i = 0; i < ELEMENTSOF(symbols); i++) {
-                *symbols[i].fn = dlsym(api.dl, symbols[i].name);
-                if (!*symbols[i].fn) {
-                        fprintf(stderr, "tokenctl audit: libsystemd.so.0 lacks %s, so the journal cannot be read.\n",
-                                symbols[i].name);
-                        journal_api_done(&api);
-                        return -EOPNOTSUPP;
-                }
-        }
-        *ret = api;
-        return 0;
+__attribute__((weak)) const char *tokenctl_audit_journalctl(void) {
+        return JOURNALCTL;
 }
 
-/* Appends the matching journal records to `out`. -errno when the journal cannot be opened. */
-static int read_journal(const JournalApi *sd, const Filter *f, json_object *out) {
-        sd_journal *j = NULL;
-        char match[128];
-        int r;
-
-        r = sd->open(&j, SD_JOURNAL_LOCAL_ONLY);
-        if (r < 0)
-                return r;
-        (void) sd->set_data_threshold(j, 0);
-        if ((r = sd->add_match(j, "MESSAGE_ID=" AUDIT_MESSAGE_ID, 0)) < 0 ||
-            (r = sd->add_match(j, "SYSLOG_IDENTIFIER=tokend", 0)) < 0)
-                goto out;
-        if (f->credential) {
-                _cleanup_free_ char *m = NULL;
-                if (asprintf(&m, "TOKEND_CREDENTIAL=%s", f->credential) < 0) {
-                        r = -ENOMEM;
-                        goto out;
+/* A field's value as journalctl -o json gives it: a string; an array of
+ * byte values (not valid UTF-8, or binary); or, for a field set more than
+ * once, an array of those, of which the first counts. *ret_len bytes, not
+ * NUL-terminated; for bytes, the caller's buffer holds them. */
+static const char *journal_value(json_object *v, char *buf, size_t size, size_t *ret_len) {
+        if (json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0) {
+                json_object *first = json_object_array_get_idx(v, 0);
+                if (!json_object_is_type(first, json_type_int))
+                        return journal_value(first, buf, size, ret_len);
+                size_t n = json_object_array_length(v);
+                if (n > size)
+                        return NULL;
+                for (size_t i = 0; i < n; i++) {
+                        int64_t c = json_object_get_int64(json_object_array_get_idx(v, i));
+                        if (c < 0 || c > 255)
+                                return NULL;
+                        buf[i] = (char) c;
                 }
-                if ((r = sd->add_match(j, m, 0)) < 0)
-                        goto out;
+                *ret_len = n;
+                return buf;
+        }
+        if (!json_object_is_type(v, json_type_string))
+                return NULL;
+        *ret_len = (size_t) json_object_get_string_len(v);
+        return json_object_get_string(v);
+}
+
+/* One line of journalctl -o json as a record; NULL if it is not one. */
+static json_object *journal_record(const char *line) {
+        _cleanup_(json_object_putp) json_object *e = json_tokener_parse(line);
+        json_object *v, *o;
+        static char buf[AUDIT_LINE_MAX];
+        const char *val;
+        size_t len;
+
+        if (!e || !json_object_is_type(e, json_type_object) ||
+            !json_object_object_get_ex(e, "__REALTIME_TIMESTAMP", &v) ||
+            !(val = journal_value(v, buf, sizeof buf - 1, &len)))
+                return NULL;
+        char ts[24];
+        snprintf(ts, sizeof ts, "%.*s", (int) (len < sizeof ts - 1 ? len : sizeof ts - 1), val);
+        if (!(o = json_object_new_object()))
+                return NULL;
+        json_object_object_add(o, "timestamp", json_object_new_int64(strtoll(ts, NULL, 10)));
+        json_object_object_add(o, "source", json_object_new_string("journal"));
+        if (json_object_object_get_ex(e, "MESSAGE", &v) && (val = journal_value(v, buf, sizeof buf, &len)))
+                json_object_object_add(o, "message", json_object_new_string_len(val, (int) len));
+        for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++) {
+                char key[64], lower[32];
+                size_t k;
+                snprintf(key, sizeof key, "TOKEND_%s", audit_fields[i]);
+                if (!json_object_object_get_ex(e, key, &v) || !(val = journal_value(v, buf, sizeof buf, &len)))
+                        continue;
+                for (k = 0; audit_fields[i][k] && k < sizeof lower - 1; k++)
+                        lower[k] = (char) (audit_fields[i][k] >= 'A' && audit_fields[i][k] <= 'Z'
+                                                   ? audit_fields[i][k] - 'A' + 'a'
+                                                   : audit_fields[i][k]);
+                lower[k] = 0;
+                record_add(o, lower, val, len);
+        }
+        return o;
+}
+
+/* Appends the matching journal records to `out`, as journalctl -o json
+ * prints them (its matches: fields of one name OR, of different names
+ * AND, as sd_journal_add_match()). -errno when journalctl cannot be run or
+ * fails; it says why on stderr itself. 0 without a journal (see
+ * tokenctl_audit_journalctl()). */
+static int read_journal(const Filter *f, json_object *out) {
+        const char *journalctl = tokenctl_audit_journalctl();
+        if (!journalctl)
+                return 0;
+
+        char since[48], owner[48], fields[512] = "--output-fields=MESSAGE";
+        _cleanup_free_ char *credential = NULL;
+        const char *argv[16];
+        size_t n = 0;
+        for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++) {
+                size_t l = strlen(fields);
+                snprintf(fields + l, sizeof fields - l, ",TOKEND_%s", audit_fields[i]);
+        }
+        argv[n++] = journalctl;
+        argv[n++] = "--no-pager";
+        argv[n++] = "--quiet";
+        argv[n++] = "--output=json";
+        argv[n++] = fields;
+        if (f->since > 0) {
+                /* Whole seconds: filter_match() applies the exact time. */
+                snprintf(since, sizeof since, "--since=@%" PRIu64, f->since / USEC_PER_SEC);
+                argv[n++] = since;
+        }
+        argv[n++] = "MESSAGE_ID=" AUDIT_MESSAGE_ID;
+        argv[n++] = "SYSLOG_IDENTIFIER=tokend";
+        if (f->credential) {
+                if (asprintf(&credential, "TOKEND_CREDENTIAL=%s", f->credential) < 0)
+                        return -ENOMEM;
+                argv[n++] = credential;
         }
         /* The owner's trail: records of tokends serving this uid. */
-        snprintf(match, sizeof match, "TOKEND_OWNER_UID=%u", (unsigned) getuid());
-        if (getuid() != 0 && (r = sd->add_match(j, match, 0)) < 0)
-                goto out;
-        r = f->since > 0 ? sd->seek_realtime_usec(j, f->since) : sd->seek_head(j);
-        if (r < 0)
-                goto out;
-
-        while ((r = sd->next(j)) > 0) {
-                json_object *o = json_object_new_object();
-                uint64_t ts = 0;
-                const void *data;
-                size_t len;
-                if (!o) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                (void) sd->get_realtime_usec(j, &ts);
-                json_object_object_add(o, "timestamp", json_object_new_int64((int64_t) ts));
-                json_object_object_add(o, "source", json_object_new_string("journal"));
-                if (sd->get_data(j, "MESSAGE", &data, &len) >= 0 && len >= 8)
-                        json_object_object_add(o, "message", json_object_new_string_len((const char *) data + 8,
-                                                                                         (int) len - 8));
-                for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++) {
-                        char key[64], lower[32];
-                        size_t k;
-                        snprintf(key, sizeof key, "TOKEND_%s", audit_fields[i]);
-                        if (sd->get_data(j, key, &data, &len) < 0)
-                                continue;
-                        size_t skip = strlen(key) + 1;
-                        if (len < skip)
-                                continue;
-                        for (k = 0; audit_fields[i][k] && k < sizeof lower - 1; k++)
-                                lower[k] = (char) (audit_fields[i][k] >= 'A' && audit_fields[i][k] <= 'Z'
-                                                           ? audit_fields[i][k] - 'A' + 'a'
-                                                           : audit_fields[i][k]);
-                        lower[k] = 0;
-                        record_add(o, lower, (const char *) data + skip, len - skip);
-                }
-                if (filter_match(f, o))
-                        json_object_array_add(out, o);
-                else
-                        json_object_put(o);
+        if (getuid() != 0) {
+                snprintf(owner, sizeof owner, "TOKEND_OWNER_UID=%u", (unsigned) getuid());
+                argv[n++] = owner;
         }
-out:
-        sd->close(j);
-        return r < 0 ? r : 0;
+        argv[n] = NULL;
+
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        posix_spawn_file_actions_t fa;
+        pid_t pid;
+        int r = posix_spawn_file_actions_init(&fa);
+        if (r == 0) {
+                if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) == 0 &&
+                    (r = posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO)) == 0)
+                        r = posix_spawnp(&pid, journalctl, &fa, NULL, (char *const *) argv, environ);
+                posix_spawn_file_actions_destroy(&fa);
+        }
+        close(p[1]);
+        if (r != 0) {
+                close(p[0]);
+                fprintf(stderr, "tokenctl audit: cannot run %s: %s.\n", journalctl, strerror(r));
+                return -r;
+        }
+
+        FILE *fp = fdopen(p[0], "re");
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+        ssize_t len;
+        r = 0;
+        if (!fp) {
+                r = -errno;
+                close(p[0]);
+        } else {
+                while ((len = getline(&line, &size, fp)) >= 0) {
+                        if ((size_t) len > AUDIT_LINE_MAX)
+                                continue;
+                        json_object *o = journal_record(line);
+                        if (!o)
+                                continue;
+                        if (filter_match(f, o))
+                                json_object_array_add(out, o);
+                        else
+                                json_object_put(o);
+                }
+                fclose(fp);
+        }
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return r < 0 ? r : -errno;
+        if (r == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+                r = -EIO;
+        return r;
 }
 
 static int audit_file_path(const char *state_dir, char **ret) {
@@ -369,13 +402,11 @@ int tokenctl_audit(int argc, char *argv[], bool json) {
                 return 2;
         }
 
-        _cleanup_(journal_api_done) JournalApi sd = {};
-        int rj = tokenctl_audit_journal_load(&sd);
-        if (rj >= 0) {
-                rj = read_journal(&sd, &f, records);
-                if (rj < 0)
-                        fprintf(stderr, "tokenctl audit: cannot read the journal: %s.\n", strerror(-rj));
-        }
+        int rj = read_journal(&f, records);
+        if (rj == -EIO)
+                fprintf(stderr, "tokenctl audit: journalctl failed (see above), so the journal was not read.\n");
+        else if (rj < 0)
+                fprintf(stderr, "tokenctl audit: cannot read the journal: %s.\n", strerror(-rj));
         int rf = audit_file_path(state_dir, &path);
         if (rf >= 0)
                 rf = read_file(path, &f, records);

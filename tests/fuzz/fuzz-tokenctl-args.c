@@ -38,10 +38,9 @@ int tokenctl_main(int argc, char *argv[]);
 #define ARGS_MAX 64
 
 /* No journal: "tokenctl audit" must not read the host's. This replaces
- * the weak loader of libsystemd in tokenctl-audit.c. */
-int tokenctl_audit_journal_load(JournalApi *ret) {
-        (void) ret;
-        return -EOPNOTSUPP;
+ * the weak one in tokenctl-audit.c, which names journalctl. */
+const char *tokenctl_audit_journalctl(void) {
+        return NULL;
 }
 
 static FILE *devnull;
