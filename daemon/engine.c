@@ -262,22 +262,29 @@ static bool entry_satisfies(TokenEntry *e, int64_t min_ttl, uint64_t now) {
 /* max_lifetime (usec, 0: none): the agent's MaxLifetime=. The token cannot be
  * shortened at the provider; the agent is told it expires that soon, so that
  * it comes back, through policy and consent, no later than that. */
-static json_object *entry_token_parameters(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime,
-                                           uint64_t *ret_expires) {
-        json_object *p = json_object_new_object();
-        if (!p)
-                return NULL;
+/* Answers `call` with the entry's token ("continues" for a stream), written
+ * straight into the connection's output (no json-c objects: the cache-hit
+ * path), and audits the issue. The expiry told is capped by max_lifetime;
+ * *ret_expires (if not NULL) says which it was. */
+static int entry_send_token(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime, bool continues,
+                            uint64_t *ret_expires) {
         uint64_t expires = e->expires;
         if (max_lifetime > 0 && now_boot() + max_lifetime < expires)
                 expires = now_boot() + max_lifetime;
-        json_object_object_add(p, "token", json_object_new_string(e->access_token));
-        json_object_object_add(p, "token_type", json_object_new_string(e->token_type ?: "Bearer"));
-        json_object_object_add(p, "expires_at", json_object_new_int64(boot_to_epoch_sec(expires)));
-        json_object_object_add(p, "scopes", scope_set_to_json(entry_granted(e)));
+        const ScopeSet *scopes = entry_granted(e);
+        const char *type = e->token_type ?: "Bearer";
+        const VarlinkOutField fields[] = {
+                { .name = "token", .type = VARLINK_OUT_STRING, .string = e->access_token,
+                  .len = strlen(e->access_token) },
+                { .name = "token_type", .type = VARLINK_OUT_STRING, .string = type, .len = strlen(type) },
+                { .name = "expires_at", .type = VARLINK_OUT_INT, .integer = boot_to_epoch_sec(expires) },
+                { .name = "scopes", .type = VARLINK_OUT_STRV, .strv = (const char *const *) scopes->items,
+                  .len = scopes->n },
+        };
         engine_audit_token(e, AUDIT_ISSUE, call);
         if (ret_expires)
                 *ret_expires = expires;
-        return p;
+        return varlink_call_reply_fields(call, fields, ELEMENTSOF(fields), continues);
 }
 
 static bool call_is_subscription(VarlinkCall *call) {
@@ -292,10 +299,7 @@ static int subscriber_attach(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, 
 static int entry_reply(TokenEntry *e, VarlinkCall *call, int64_t min_ttl, uint64_t max_lifetime) {
         if (call_is_subscription(call))
                 return subscriber_attach(e, call, min_ttl, max_lifetime);
-        json_object *p = entry_token_parameters(e, call, max_lifetime, NULL);
-        if (!p)
-                return -ENOMEM;
-        return varlink_call_reply(call, p);
+        return entry_send_token(e, call, max_lifetime, false, NULL);
 }
 
 /* ---- shared scope sets ---- */
@@ -749,18 +753,13 @@ static void subscriber_deliver(Subscriber *s, bool check) {
                 subscriber_update_limits(s);
         }
         uint64_t told;
-        json_object *p = entry_token_parameters(e, s->call, s->max_lifetime, &told);
-        if (!p) {
-                subscriber_end(s, ERR_UNAVAILABLE, engine_error_parameters(c->name, ERR_UNAVAILABLE, "out of memory", -1));
-                return;
-        }
         entry_touch(e, now_boot());
-        s->told_expires = told;
         s->generation = e->generation;
-        subscriber_schedule(s, false);
         /* A failure kills the connection later, from the event loop, which
          * then cancels the call: nothing more to do here. */
-        (void) varlink_call_reply_more(s->call, p);
+        (void) entry_send_token(e, s->call, s->max_lifetime, true, &told);
+        s->told_expires = told;
+        subscriber_schedule(s, false);
 }
 
 static int subscriber_on_timer(sd_event_source *src, uint64_t usec, void *userdata) {

@@ -501,6 +501,84 @@ TEST(output_cap) {
         varlink_stream_done(&s);
 }
 
+/* varlink_stream_enqueue_fields() writes what varlink_stream_enqueue()
+ * would for the same message, escapes like it, and keeps nothing of a
+ * message that does not fit. */
+TEST(enqueue_fields) {
+        VarlinkStream a, b;
+        int sp[2];
+        socketpair_nb(sp);
+        varlink_stream_init(&a, sp[0], 0, 0);
+        varlink_stream_init(&b, sp[1], 0, 0);
+
+        char all[200], *p = all;
+        for (int ch = 1; ch < 0x80; ch++)
+                *p++ = (char) ch;
+        strcpy(p, "\xc3\xa9\xf0\x9f\x94\x91");
+        const char *const strv[] = { "read", all, "", "\"q\"" };
+        for (int variant = 0; variant < 4; variant++) {
+                bool continues = variant & 1;
+                size_t n_strv = variant & 2 ? 0 : ELEMENTSOF(strv);
+                const VarlinkOutField fields[] = {
+                        { .name = "token", .type = VARLINK_OUT_STRING, .string = all, .len = strlen(all) },
+                        { .name = "nul", .type = VARLINK_OUT_STRING, .string = "a\0b", .len = 3 },
+                        { .name = "min", .type = VARLINK_OUT_INT, .integer = INT64_MIN },
+                        { .name = "max", .type = VARLINK_OUT_INT, .integer = INT64_MAX },
+                        { .name = "scopes", .type = VARLINK_OUT_STRV, .strv = strv, .len = n_strv },
+                };
+                json_object *want = json_object_new_object(), *params = json_object_new_object(),
+                            *arr = json_object_new_array();
+                json_object_object_add(params, "token", json_object_new_string(all));
+                json_object_object_add(params, "nul", json_object_new_string_len("a\0b", 3));
+                json_object_object_add(params, "min", json_object_new_int64(INT64_MIN));
+                json_object_object_add(params, "max", json_object_new_int64(INT64_MAX));
+                for (size_t i = 0; i < n_strv; i++)
+                        json_object_array_add(arr, json_object_new_string(strv[i]));
+                json_object_object_add(params, "scopes", arr);
+                json_object_object_add(want, "parameters", params);
+                if (continues)
+                        json_object_object_add(want, "continues", json_object_new_boolean(true));
+
+                ASSERT_OK(varlink_stream_enqueue_fields(&a, fields, ELEMENTSOF(fields), continues));
+                ASSERT_EQ(strlen(a.wbuf + a.wpos) + 1, a.wlen - a.wpos);
+                ASSERT_OK(varlink_stream_flush(&a));
+                json_object *got = NULL;
+                for (int i = 0; i < 100 && !got; i++) {
+                        ASSERT_OK(varlink_stream_fill(&b));
+                        ASSERT_TRUE(varlink_stream_next(&b, &got) >= 0);
+                }
+                ASSERT_TRUE(got);
+                if (!json_object_equal(got, want))
+                        TEST_FAIL("want %s, got %s", json_object_to_json_string(want), json_object_to_json_string(got));
+                json_object_put(got);
+                json_object_put(want);
+        }
+        varlink_stream_done(&a);
+        varlink_stream_done(&b);
+
+        /* Past the cap: -ENOBUFS, and what was queued before stays, whole. */
+        VarlinkStream s;
+        const size_t chunk = 1024 * 1024;
+        char *text = malloc(chunk);
+        ASSERT_TRUE(text);
+        memset(text, 'o', chunk);
+        varlink_stream_init(&s, -1, 0, 0);
+        const VarlinkOutField big[] = { { .name = "s", .type = VARLINK_OUT_STRING, .string = text, .len = chunk } };
+        int r = 0;
+        size_t n = 0, before = 0;
+        while (r == 0 && n < 64) {
+                before = s.wlen - s.wpos;
+                r = varlink_stream_enqueue_fields(&s, big, 1, false);
+                n++;
+        }
+        ASSERT_EQ(r, -ENOBUFS);
+        ASSERT_EQ(n, VARLINK_OUTPUT_MAX / chunk);
+        ASSERT_EQ(s.wlen - s.wpos, before);
+        ASSERT_EQ(s.wbuf[s.wlen - 1], 0);
+        free(text);
+        varlink_stream_done(&s);
+}
+
 /* ---- wiping ---- */
 
 static void assert_strings_wiped(json_object *o) {
@@ -584,6 +662,7 @@ int main(void) {
         RUN(round_trip_partial_writes);
         RUN(fill_stops_at_cap);
         RUN(output_cap);
+        RUN(enqueue_fields);
         RUN(put_erase_wipes_strings);
         RUN(enqueue_wipes_message);
         return 0;

@@ -171,14 +171,8 @@ static void connection_kill(VarlinkConnection *c) {
         connection_schedule(c);
 }
 
-static int connection_send(VarlinkConnection *c, json_object *message) {
-        int r;
-
-        if (c->dead) {
-                json_object_put_erase(message);
-                return -ECONNRESET;
-        }
-        r = varlink_stream_enqueue(&c->stream, message);
+/* After a message was queued (r: how that went): sends what it can. */
+static int connection_queued(VarlinkConnection *c, int r) {
         if (r < 0) {
                 connection_kill(c);
                 return r;
@@ -190,6 +184,14 @@ static int connection_send(VarlinkConnection *c, json_object *message) {
         }
         connection_update_events(c);
         return 0;
+}
+
+static int connection_send(VarlinkConnection *c, json_object *message) {
+        if (c->dead) {
+                json_object_put_erase(message);
+                return -ECONNRESET;
+        }
+        return connection_queued(c, varlink_stream_enqueue(&c->stream, message));
 }
 
 /* ---- replies ---- */
@@ -248,6 +250,20 @@ int varlink_call_reply(VarlinkCall *call, json_object *parameters) {
 
 int varlink_call_reply_more(VarlinkCall *call, json_object *parameters) {
         return call_send(call, NULL, parameters, true);
+}
+
+int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, size_t n, bool continues) {
+        VarlinkConnection *c = call->conn;
+        int r = 0;
+
+        if (continues && !(call->flags & VARLINK_CALL_MORE))
+                return -EINVAL;
+        if (!(call->flags & VARLINK_CALL_ONEWAY))
+                r = c->dead ? -ECONNRESET
+                            : connection_queued(c, varlink_stream_enqueue_fields(&c->stream, fields, n, continues));
+        if (!continues)
+                call_complete(call);
+        return r;
 }
 
 int varlink_call_error(VarlinkCall *call, const char *error, json_object *parameters) {

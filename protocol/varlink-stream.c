@@ -306,22 +306,73 @@ static int output_json(VarlinkStream *s, json_object *o) {
         return -EINVAL;
 }
 
-int varlink_stream_enqueue(VarlinkStream *s, json_object *message) {
-        size_t start = s->wlen - s->wpos; /* where the message begins, counted from wpos (the buffer may move) */
-        int r = output_json(s, message);
+/* Ends a message begun at `start` (counted from wpos: the buffer may move):
+ * the NUL terminator, the cap; on error nothing of it stays queued. */
+static int output_end(VarlinkStream *s, size_t start, int r) {
         if (r >= 0)
                 r = output_put(s, "", 1); /* the NUL terminator: the frame delimiter */
         if (r >= 0 && s->wlen - s->wpos > VARLINK_OUTPUT_MAX)
                 r = -ENOBUFS;
         if (r < 0) {
-                /* Nothing of it stays queued. */
                 size_t begin = s->wpos + start;
                 if (s->wlen > begin)
                         explicit_bzero(s->wbuf + begin, s->wlen - begin);
                 s->wlen = begin;
         }
+        return r;
+}
+
+int varlink_stream_enqueue(VarlinkStream *s, json_object *message) {
+        size_t start = s->wlen - s->wpos;
+        int r = output_end(s, start, output_json(s, message));
         json_object_put_erase(message);
         return r;
+}
+
+static int output_int(VarlinkStream *s, int64_t v) {
+        char buf[24];
+        int n = snprintf(buf, sizeof buf, "%" PRId64, v);
+        return output_put(s, buf, (size_t) n);
+}
+
+int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *fields, size_t n, bool continues) {
+        size_t start = s->wlen - s->wpos;
+        int r = output_put(s, "{\"parameters\":{", 15);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                const VarlinkOutField *f = &fields[i];
+                if (i > 0)
+                        r = output_put(s, ",", 1);
+                if (r >= 0)
+                        r = output_string(s, f->name, strlen(f->name));
+                if (r >= 0)
+                        r = output_put(s, ":", 1);
+                if (r < 0)
+                        break;
+                switch (f->type) {
+                case VARLINK_OUT_STRING:
+                        r = output_string(s, f->string, f->len);
+                        break;
+                case VARLINK_OUT_INT:
+                        r = output_int(s, f->integer);
+                        break;
+                case VARLINK_OUT_STRV:
+                        r = output_put(s, "[", 1);
+                        for (size_t j = 0; r >= 0 && j < f->len; j++) {
+                                if (j > 0)
+                                        r = output_put(s, ",", 1);
+                                if (r >= 0)
+                                        r = output_string(s, f->strv[j], strlen(f->strv[j]));
+                        }
+                        if (r >= 0)
+                                r = output_put(s, "]", 1);
+                        break;
+                default:
+                        r = -EINVAL;
+                }
+        }
+        if (r >= 0)
+                r = continues ? output_put(s, "},\"continues\":true}", 19) : output_put(s, "}}", 2);
+        return output_end(s, start, r);
 }
 
 int varlink_stream_flush(VarlinkStream *s) {

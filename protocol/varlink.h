@@ -138,6 +138,29 @@ const char *varlink_call_get_tag(VarlinkCall *call); /* NULL call or no tag: NUL
  * "continues": true and returns -EINVAL unless the caller asked for "more". */
 int varlink_call_reply(VarlinkCall *call, json_object *parameters);
 int varlink_call_reply_more(VarlinkCall *call, json_object *parameters);
+
+/* A reply parameter written straight into the connection's output buffer:
+ * the hot path (a cached token) builds no json-c objects to serialize, wipe
+ * and free. */
+typedef enum VarlinkOutType {
+        VARLINK_OUT_STRING, /* .string, .len bytes */
+        VARLINK_OUT_INT,    /* .integer */
+        VARLINK_OUT_STRV,   /* .strv, .len strings */
+} VarlinkOutType;
+
+typedef struct VarlinkOutField {
+        const char *name; /* a JSON-safe key */
+        VarlinkOutType type;
+        const char *string;
+        const char *const *strv;
+        size_t len;
+        int64_t integer;
+} VarlinkOutField;
+
+/* As varlink_call_reply() (continues false) or varlink_call_reply_more()
+ * (continues true), with the n parameters in `fields`. The output buffer is
+ * wiped once sent, as for every reply. */
+int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, size_t n, bool continues);
 int varlink_call_error(VarlinkCall *call, const char *error, json_object *parameters);
 int varlink_call_error_invalid_parameter(VarlinkCall *call, const char *parameter);
 
@@ -211,6 +234,10 @@ int varlink_stream_next_cached(VarlinkStream *s, json_tokener **cache, json_obje
 void varlink_tokener_free(json_tokener *tok);
 /* Serializes and queues a message; wipes its strings and drops it. -ENOBUFS past VARLINK_OUTPUT_MAX. */
 int varlink_stream_enqueue(VarlinkStream *s, json_object *message);
+/* Queues {"parameters":{FIELDS}} (with "continues":true when asked) written
+ * from `fields` directly. -ENOBUFS past VARLINK_OUTPUT_MAX; nothing of it
+ * stays queued on error. */
+int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *fields, size_t n, bool continues);
 /* Writes queued output. 0: all written; -EAGAIN: some left; other negative errno on error. */
 int varlink_stream_flush(VarlinkStream *s);
 bool varlink_stream_has_output(const VarlinkStream *s);
