@@ -26,6 +26,46 @@ void __wrap_free(void *p) {
         __real_free(p);
 }
 
+/* The byte-at-a-time escaping json_escape() must equal, whatever the word
+ * fast path does: every byte value at every offset of runs around 8 bytes. */
+static size_t escape_bytewise(char *out, const unsigned char *s, size_t len) {
+        char *o = out;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char ch = s[i];
+                if (ch == '"' || ch == '\\')
+                        o += sprintf(o, "\\%c", ch);
+                else if (ch == '\n')
+                        o += sprintf(o, "\\n");
+                else if (ch == '\t')
+                        o += sprintf(o, "\\t");
+                else if (ch == '\r')
+                        o += sprintf(o, "\\r");
+                else if (ch < 0x20)
+                        o += sprintf(o, "\\u%04x", ch);
+                else
+                        *o++ = (char) ch;
+        }
+        return (size_t) (o - out);
+}
+
+TEST(json_escape_matches_bytewise) {
+        unsigned char in[40];
+        char want[6 * sizeof in + 1], got[6 * sizeof in + 1];
+        for (size_t len = 0; len <= sizeof in; len++)
+                for (unsigned v = 0; v < 256; v++)
+                        for (size_t at = 0; at < (len ? len : 1); at++) {
+                                memset(in, 'a' + (int) (len % 26), sizeof in);
+                                if (len)
+                                        in[at] = (unsigned char) v;
+                                if (len > 9)
+                                        in[(at + 9) % len] = 0xe2; /* a high byte elsewhere in the run */
+                                size_t nw = escape_bytewise(want, in, len);
+                                size_t ng = json_escape(got, (const char *) in, len);
+                                ASSERT_EQ(ng, nw);
+                                ASSERT_TRUE(memcmp(got, want, nw) == 0);
+                        }
+}
+
 TEST(erase_and_free_wipes_whole_allocation) {
         char *p = malloc(100);
         ASSERT_TRUE(p);
@@ -67,6 +107,7 @@ TEST(startswith) {
 }
 
 int main(void) {
+        RUN(json_escape_matches_bytewise);
         RUN(erase_and_free_wipes_whole_allocation);
         RUN(secret_equal);
         RUN(secret_strdup);
