@@ -262,10 +262,21 @@ static bool entry_satisfies(TokenEntry *e, int64_t min_ttl, uint64_t now) {
 /* max_lifetime (usec, 0: none): the agent's MaxLifetime=. The token cannot be
  * shortened at the provider; the agent is told it expires that soon, so that
  * it comes back, through policy and consent, no later than that. */
+static void entry_audit_issue(VarlinkCall *call, void *userdata) {
+        engine_audit_token(userdata, AUDIT_ISSUE, call);
+}
+
 /* Answers `call` with the entry's token ("continues" for a stream), written
  * straight into the connection's output (no json-c objects: the cache-hit
  * path), and audits the issue. The expiry told is capped by max_lifetime;
- * *ret_expires (if not NULL) says which it was. */
+ * *ret_expires (if not NULL) says which it was.
+ *
+ * The audit record is written right after the reply went to the kernel, in
+ * the same turn of the event loop (no other call is served in between): its
+ * write (the journal's socket, or the fallback file) was about 18 of the
+ * 47 us a cache hit took on the reference machine. An audit failure never
+ * held a token back (audit_log() logs it); what the order changes is that a
+ * daemon killed between the two sends without recording. */
 static int entry_send_token(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime, bool continues,
                             uint64_t *ret_expires) {
         uint64_t expires = e->expires;
@@ -281,10 +292,9 @@ static int entry_send_token(TokenEntry *e, VarlinkCall *call, uint64_t max_lifet
                 { .name = "scopes", .type = VARLINK_OUT_STRV, .strv = (const char *const *) scopes->items,
                   .len = scopes->n },
         };
-        engine_audit_token(e, AUDIT_ISSUE, call);
         if (ret_expires)
                 *ret_expires = expires;
-        return varlink_call_reply_fields(call, fields, ELEMENTSOF(fields), continues);
+        return varlink_call_reply_fields(call, fields, ELEMENTSOF(fields), continues, entry_audit_issue, e);
 }
 
 static bool call_is_subscription(VarlinkCall *call) {

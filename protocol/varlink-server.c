@@ -252,7 +252,8 @@ int varlink_call_reply_more(VarlinkCall *call, json_object *parameters) {
         return call_send(call, NULL, parameters, true);
 }
 
-int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, size_t n, bool continues) {
+int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, size_t n, bool continues,
+                              VarlinkSentFn sent, void *userdata) {
         VarlinkConnection *c = call->conn;
         int r = 0;
 
@@ -261,6 +262,8 @@ int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, 
         if (!(call->flags & VARLINK_CALL_ONEWAY))
                 r = c->dead ? -ECONNRESET
                             : connection_queued(c, varlink_stream_enqueue_fields(&c->stream, fields, n, continues));
+        if (sent)
+                sent(call, userdata);
         if (!continues)
                 call_complete(call);
         return r;

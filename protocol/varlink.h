@@ -157,10 +157,17 @@ typedef struct VarlinkOutField {
         int64_t integer;
 } VarlinkOutField;
 
+/* Runs once the reply is handed to the kernel (or queued, if the peer is
+ * slow), while the call is still valid. */
+typedef void (*VarlinkSentFn)(VarlinkCall *call, void *userdata);
+
 /* As varlink_call_reply() (continues false) or varlink_call_reply_more()
  * (continues true), with the n parameters in `fields`. The output buffer is
- * wiped once sent, as for every reply. */
-int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, size_t n, bool continues);
+ * wiped once sent, as for every reply. `sent` (may be NULL) runs after the
+ * send, before the call is completed: work that must follow the reply but
+ * need not delay it (tokend's audit record). */
+int varlink_call_reply_fields(VarlinkCall *call, const VarlinkOutField *fields, size_t n, bool continues,
+                              VarlinkSentFn sent, void *userdata);
 int varlink_call_error(VarlinkCall *call, const char *error, json_object *parameters);
 int varlink_call_error_invalid_parameter(VarlinkCall *call, const char *parameter);
 
