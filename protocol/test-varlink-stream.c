@@ -329,6 +329,22 @@ TEST(round_trip_socketpair) {
 
 /* The output is written by hand, not by json-c: every kind of value, every
  * character that must be escaped and the integer extremes come back equal. */
+/* Sends what a holds as one frame (checking it is plain JSON and its NUL),
+ * receives it on b and checks it equals want; returns it. */
+static json_object *send_and_check(VarlinkStream *a, VarlinkStream *b, json_object *want) {
+        ASSERT_EQ(strlen(a->wbuf + a->wpos) + 1, a->wlen - a->wpos);
+        ASSERT_OK(varlink_stream_flush(a));
+        json_object *got = NULL;
+        for (int i = 0; i < 100 && !got; i++) {
+                ASSERT_OK(varlink_stream_fill(b));
+                ASSERT_TRUE(varlink_stream_next(b, &got) >= 0);
+        }
+        ASSERT_TRUE(got);
+        if (!json_object_equal(got, want))
+                TEST_FAIL("want %s, got %s", json_object_to_json_string(want), json_object_to_json_string(got));
+        return got;
+}
+
 TEST(serializer_round_trip) {
         VarlinkStream a, b;
         int sp[2];
@@ -363,16 +379,7 @@ TEST(serializer_round_trip) {
 
         ASSERT_OK(varlink_stream_enqueue(&a, o));
         /* The frame is plain JSON, nothing but the NUL at its end. */
-        ASSERT_EQ(strlen(a.wbuf + a.wpos) + 1, a.wlen - a.wpos);
-        ASSERT_OK(varlink_stream_flush(&a));
-        json_object *got = NULL;
-        for (int i = 0; i < 100 && !got; i++) {
-                ASSERT_OK(varlink_stream_fill(&b));
-                ASSERT_TRUE(varlink_stream_next(&b, &got) >= 0);
-        }
-        ASSERT_TRUE(got);
-        if (!json_object_equal(got, want))
-                TEST_FAIL("sent %s, got %s", json_object_to_json_string(want), json_object_to_json_string(got));
+        json_object *got = send_and_check(&a, &b, want);
         json_object *u;
         ASSERT_TRUE(json_object_object_get_ex(got, "umax", &u));
         ASSERT_TRUE(json_object_get_uint64(u) == UINT64_MAX);
@@ -540,17 +547,7 @@ TEST(enqueue_fields) {
                         json_object_object_add(want, "continues", json_object_new_boolean(true));
 
                 ASSERT_OK(varlink_stream_enqueue_fields(&a, fields, ELEMENTSOF(fields), continues));
-                ASSERT_EQ(strlen(a.wbuf + a.wpos) + 1, a.wlen - a.wpos);
-                ASSERT_OK(varlink_stream_flush(&a));
-                json_object *got = NULL;
-                for (int i = 0; i < 100 && !got; i++) {
-                        ASSERT_OK(varlink_stream_fill(&b));
-                        ASSERT_TRUE(varlink_stream_next(&b, &got) >= 0);
-                }
-                ASSERT_TRUE(got);
-                if (!json_object_equal(got, want))
-                        TEST_FAIL("want %s, got %s", json_object_to_json_string(want), json_object_to_json_string(got));
-                json_object_put(got);
+                json_object_put(send_and_check(&a, &b, want));
                 json_object_put(want);
         }
         varlink_stream_done(&a);
