@@ -259,17 +259,18 @@ static bool entry_satisfies(TokenEntry *e, int64_t min_ttl, uint64_t now) {
         return e->expires - now >= entry_need_usec(e, min_ttl);
 }
 
-/* max_lifetime (usec, 0: none): the agent's MaxLifetime=. The token cannot be
- * shortened at the provider; the agent is told it expires that soon, so that
- * it comes back, through policy and consent, no later than that. */
 static void entry_audit_issue(VarlinkCall *call, void *userdata) {
         engine_audit_token(userdata, AUDIT_ISSUE, call);
 }
 
 /* Answers `call` with the entry's token ("continues" for a stream), written
  * straight into the connection's output (no json-c objects: the cache-hit
- * path), and audits the issue. The expiry told is capped by max_lifetime;
- * *ret_expires (if not NULL) says which it was.
+ * path), and audits the issue.
+ *
+ * max_lifetime (usec, 0: none): the agent's MaxLifetime=. The token cannot be
+ * shortened at the provider; the agent is told it expires that soon, so that
+ * it comes back, through policy and consent, no later than that.
+ * *ret_expires (if not NULL) says which expiry it was told.
  *
  * The audit record is written right after the reply went to the kernel, in
  * the same turn of the event loop (no other call is served in between): its
