@@ -30,10 +30,18 @@ extern char **environ;
 #define AUDIT_FILE "audit.log"
 #define AUDIT_LINE_MAX (64U * 1024U)
 
-/* The TOKEND_* fields, lowercased without the prefix in the output. */
-static const char *const audit_fields[] = {
-        "EVENT", "CREDENTIAL", "SCOPES", "RESOURCE", "GRANT", "OWNER_UID", "OWNER_USER", "AGENT_UID",
-        "AGENT_PID", "AGENT_EXE", "AGENT_UNIT", "AGENT_NAME", "TOKEN_FP", "REASON",
+/* The TOKEND_* fields of the journal, and their names in the output (and
+ * in the fallback file): lowercased, without the prefix. */
+static const struct {
+        const char *journal, *name;
+} audit_fields[] = {
+        { "TOKEND_EVENT", "event" },           { "TOKEND_CREDENTIAL", "credential" },
+        { "TOKEND_SCOPES", "scopes" },         { "TOKEND_RESOURCE", "resource" },
+        { "TOKEND_GRANT", "grant" },           { "TOKEND_OWNER_UID", "owner_uid" },
+        { "TOKEND_OWNER_USER", "owner_user" }, { "TOKEND_AGENT_UID", "agent_uid" },
+        { "TOKEND_AGENT_PID", "agent_pid" },   { "TOKEND_AGENT_EXE", "agent_exe" },
+        { "TOKEND_AGENT_UNIT", "agent_unit" }, { "TOKEND_AGENT_NAME", "agent_name" },
+        { "TOKEND_TOKEN_FP", "token_fp" },     { "TOKEND_REASON", "reason" },
 };
 
 static bool field_numeric(const char *lower) {
@@ -71,6 +79,14 @@ static bool filter_match(const Filter *f, json_object *o) {
                         return false;
         }
         return true;
+}
+
+/* Appends record o (owned) to out if it passes the filter; drops it otherwise. */
+static void keep_if_match(const Filter *f, json_object *o, json_object *out) {
+        if (filter_match(f, o))
+                json_object_array_add(out, o);
+        else
+                json_object_put(o);
 }
 
 static void record_add(json_object *o, const char *lower, const char *value, size_t len) {
@@ -134,19 +150,10 @@ static json_object *journal_record(const char *line) {
         json_object_object_add(o, "source", json_object_new_string("journal"));
         if (json_object_object_get_ex(e, "MESSAGE", &v) && (val = journal_value(v, buf, sizeof buf, &len)))
                 json_object_object_add(o, "message", json_object_new_string_len(val, (int) len));
-        for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++) {
-                char key[64], lower[32];
-                size_t k;
-                snprintf(key, sizeof key, "TOKEND_%s", audit_fields[i]);
-                if (!json_object_object_get_ex(e, key, &v) || !(val = journal_value(v, buf, sizeof buf, &len)))
-                        continue;
-                for (k = 0; audit_fields[i][k] && k < sizeof lower - 1; k++)
-                        lower[k] = (char) (audit_fields[i][k] >= 'A' && audit_fields[i][k] <= 'Z'
-                                                   ? audit_fields[i][k] - 'A' + 'a'
-                                                   : audit_fields[i][k]);
-                lower[k] = 0;
-                record_add(o, lower, val, len);
-        }
+        for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++)
+                if (json_object_object_get_ex(e, audit_fields[i].journal, &v) &&
+                    (val = journal_value(v, buf, sizeof buf, &len)))
+                        record_add(o, audit_fields[i].name, val, len);
         return o;
 }
 
@@ -166,7 +173,7 @@ static int read_journal(const Filter *f, json_object *out) {
         size_t n = 0;
         for (size_t i = 0; i < ELEMENTSOF(audit_fields); i++) {
                 size_t l = strlen(fields);
-                snprintf(fields + l, sizeof fields - l, ",TOKEND_%s", audit_fields[i]);
+                snprintf(fields + l, sizeof fields - l, ",%s", audit_fields[i].journal);
         }
         argv[n++] = journalctl;
         argv[n++] = "--no-pager";
@@ -224,12 +231,8 @@ static int read_journal(const Filter *f, json_object *out) {
                         if ((size_t) len > AUDIT_LINE_MAX)
                                 continue;
                         json_object *o = journal_record(line);
-                        if (!o)
-                                continue;
-                        if (filter_match(f, o))
-                                json_object_array_add(out, o);
-                        else
-                                json_object_put(o);
+                        if (o)
+                                keep_if_match(f, o, out);
                 }
                 fclose(fp);
         }
@@ -278,10 +281,7 @@ static int read_file(const char *path, const Filter *f, json_object *out) {
                 json_object_object_del(o, "message_id");
                 json_object_object_del(o, "priority");
                 json_object_object_add(o, "source", json_object_new_string("file"));
-                if (filter_match(f, o))
-                        json_object_array_add(out, o);
-                else
-                        json_object_put(o);
+                keep_if_match(f, o, out);
         }
         fclose(fp);
         return 0;

@@ -329,6 +329,22 @@ TEST(round_trip_socketpair) {
 
 /* The output is written by hand, not by json-c: every kind of value, every
  * character that must be escaped and the integer extremes come back equal. */
+/* Two streams on the ends of a nonblocking socket pair. */
+static void stream_pair(VarlinkStream *a, VarlinkStream *b) {
+        int sp[2];
+        socketpair_nb(sp);
+        varlink_stream_init(a, sp[0], 0, 0);
+        varlink_stream_init(b, sp[1], 0, 0);
+}
+
+/* Every ASCII byte but NUL, then `tail` (multibyte characters). */
+static void all_ascii(char *buf, const char *tail) {
+        char *p = buf;
+        for (int ch = 1; ch < 0x80; ch++)
+                *p++ = (char) ch;
+        strcpy(p, tail);
+}
+
 /* Sends what a holds as one frame (checking it is plain JSON and its NUL),
  * receives it on b and checks it equals want; returns it. */
 static json_object *send_and_check(VarlinkStream *a, VarlinkStream *b, json_object *want) {
@@ -347,15 +363,10 @@ static json_object *send_and_check(VarlinkStream *a, VarlinkStream *b, json_obje
 
 TEST(serializer_round_trip) {
         VarlinkStream a, b;
-        int sp[2];
-        socketpair_nb(sp);
-        varlink_stream_init(&a, sp[0], 0, 0);
-        varlink_stream_init(&b, sp[1], 0, 0);
+        stream_pair(&a, &b);
 
-        char all[200], *p = all;
-        for (int ch = 1; ch < 0x80; ch++)
-                *p++ = (char) ch;
-        strcpy(p, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x94\x91"); /* é € and a 4-byte character */
+        char all[200];
+        all_ascii(all, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x94\x91"); /* é € and a 4-byte character */
         json_object *o = json_object_new_object();
         json_object_object_add(o, all, json_object_new_string(all)); /* a key needs escaping too */
         json_object_object_add(o, "empty", json_object_new_string(""));
@@ -513,15 +524,10 @@ TEST(output_cap) {
  * message that does not fit. */
 TEST(enqueue_fields) {
         VarlinkStream a, b;
-        int sp[2];
-        socketpair_nb(sp);
-        varlink_stream_init(&a, sp[0], 0, 0);
-        varlink_stream_init(&b, sp[1], 0, 0);
+        stream_pair(&a, &b);
 
-        char all[200], *p = all;
-        for (int ch = 1; ch < 0x80; ch++)
-                *p++ = (char) ch;
-        strcpy(p, "\xc3\xa9\xf0\x9f\x94\x91");
+        char all[200];
+        all_ascii(all, "\xc3\xa9\xf0\x9f\x94\x91");
         const char *const strv[] = { "read", all, "", "\"q\"" };
         for (int variant = 0; variant < 4; variant++) {
                 bool continues = variant & 1;

@@ -248,6 +248,12 @@ static int output_string(VarlinkStream *s, const char *str, size_t len) {
         return 0;
 }
 
+static int output_int(VarlinkStream *s, int64_t v) {
+        char buf[24];
+        int n = snprintf(buf, sizeof buf, "%" PRId64, v);
+        return output_put(s, buf, (size_t) n);
+}
+
 /* Writes o as JSON straight into the output buffer: json-c's own serializer
  * builds it in a print buffer of the object first, piece by piece, which
  * was the largest single cost of a cache-hit reply. */
@@ -260,12 +266,13 @@ static int output_json(VarlinkStream *s, json_object *o) {
                 return json_object_get_boolean(o) ? output_put(s, "true", 4) : output_put(s, "false", 5);
         case json_type_int: {
                 /* json-c keeps either an int64 or a uint64; the latter reads as INT64_MAX through get_int64(). */
-                char buf[24];
                 int64_t v = json_object_get_int64(o);
-                int n = v == INT64_MAX && json_object_get_uint64(o) > INT64_MAX
-                                ? snprintf(buf, sizeof buf, "%" PRIu64, json_object_get_uint64(o))
-                                : snprintf(buf, sizeof buf, "%" PRId64, v);
-                return output_put(s, buf, (size_t) n);
+                if (v == INT64_MAX && json_object_get_uint64(o) > INT64_MAX) {
+                        char buf[24];
+                        int n = snprintf(buf, sizeof buf, "%" PRIu64, json_object_get_uint64(o));
+                        return output_put(s, buf, (size_t) n);
+                }
+                return output_int(s, v);
         }
         case json_type_double: {
                 /* Rare in replies: json-c's formatting, for the same text as before. */
@@ -327,12 +334,6 @@ int varlink_stream_enqueue(VarlinkStream *s, json_object *message) {
         int r = output_end(s, start, output_json(s, message));
         json_object_put_erase(message);
         return r;
-}
-
-static int output_int(VarlinkStream *s, int64_t v) {
-        char buf[24];
-        int n = snprintf(buf, sizeof buf, "%" PRId64, v);
-        return output_put(s, buf, (size_t) n);
 }
 
 int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *fields, size_t n, bool continues) {
