@@ -178,7 +178,10 @@ def test_exec(ctx, srv, d):
     check(len(token) > 10 and not any(token in a for a in got["argv"]),
           "exec: a token in $TOKEND_TOKEN, none in the command's argv", got["argv"])
     info = check_token(srv, token, "exec", 300)
-    check(got["expires_at"] == str(info["exp"]), "exec: $TOKEND_TOKEN_EXPIRES_AT is the token's expiry",
+    # tokend counts a token's life from when it asked (never later than the server's exp): a
+    # refresh that straddles a second boundary (slow under valgrind) tells 1 s less.
+    check(info["exp"] - 2 <= int(got["expires_at"]) <= info["exp"],
+          "exec: $TOKEND_TOKEN_EXPIRES_AT is the token's expiry (or up to 2 s before it)",
           (got["expires_at"], info["exp"]))
     check(token not in err, "exec: the token is not on stderr")
 
