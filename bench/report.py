@@ -94,6 +94,29 @@ for c in (1, 16, 256):
     row("2", f"Cache-hit throughput, {c} client{'s' if c > 1 else ''} (2 cores)", fig(t, "/s", 0),
         f"AF_UNIX echo server: {fig(f_, '/s', 0)}", fig(r, "× floor", 2), target, met)
 
+# 1-2 with a journal: the same cache hits, audit records to a journald of their own
+if "journal" in by_item:
+    tm = series("journal", lambda d: d["latency"]["tok_med"])
+    fm = series("journal", lambda d: d["latency"]["floor_med"])
+    rm = series("journal", lambda d: d["latency"]["tok_med"] / d["latency"]["floor_med"])
+    row("1", "… the same, audit records to a journald: median", fig(tm, "µs"),
+        f"AF_UNIX echo, same sizes: {fig(fm, 'µs')}", fig(rm, "×", 2), "≤ 1.5×", verdict(rm, lambda v: v <= 1.5))
+    rp = series("journal", lambda d: d["latency"]["tok_p99"] / d["latency"]["floor_p99"])
+    row("1", "… with a journald: p99", fig(series("journal", lambda d: d["latency"]["tok_p99"]), "µs"),
+        f"floor p99: {fig(series('journal', lambda d: d['latency']['floor_p99']), 'µs')}", fig(rp, "×", 2), "≤ 3×",
+        verdict(rp, lambda v: v <= 3))
+    t = series("journal", lambda d: d["throughput"]["rps"])
+    row("2", "… throughput, 16 clients, audit records to a journald", fig(t, "/s", 0),
+        f"AF_UNIX echo server: {fig(series('journal', lambda d: d['throughput']['floor_rps']), '/s', 0)}",
+        fig(series("journal", lambda d: d["throughput"]["rps"] / d["throughput"]["floor_rps"]), "× floor", 2),
+        "≥ 30,000/s", verdict(t, lambda v: v >= 30000))
+if "journal-audit" in by_item:
+    a = by_item["journal-audit"][0]
+    row("1", "… every issue of those runs on the journal's record (sum of `TOKEND_COUNT`)",
+        f"{a['counted']:,} of {a['calls']:,} calls, in {a['records']:,} records",
+        f"journald suppressed: {a['suppressed']:,}", f"{a['calls'] / max(a['records'], 1):,.0f} issues a record",
+        "all", "yes" if a["counted"] == a["calls"] and a["suppressed"] == 0 else "**no**")
+
 # 3. whole process
 if "spawn" in by_item:
     tc = series("spawn", lambda d: d["tokenctl"]["med"] / 1000)

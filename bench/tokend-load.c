@@ -391,7 +391,7 @@ static void count_and_resend(Conn *c, void *ud) {
 
 /* Runs a closed loop on n connections for warm_ms then for ms; returns replies/s of the second part. */
 static double closed_loop(const char *path, const char *req, size_t req_len, unsigned n, unsigned warm_ms,
-                          unsigned ms, uint64_t *ret_errors) {
+                          unsigned ms, uint64_t *ret_errors, uint64_t *ret_replies) {
         Pool p;
         pool_open(&p, path, n);
         Counter k = { .resend = true };
@@ -422,6 +422,7 @@ static double closed_loop(const char *path, const char *req, size_t req_len, uns
         }
         pool_close(&p);
         *ret_errors = k.errors;
+        *ret_replies = k.ok;
         return rps;
 }
 
@@ -442,15 +443,16 @@ static int mode_throughput(int argc, char **argv) {
                 print_error(buf);
                 return 1;
         }
-        uint64_t errors = 0, ferrors = 0;
-        double rps = closed_loop(argv[0], req, req_len, clients, 300, (unsigned) (secs * 1000), &errors);
+        uint64_t errors = 0, ferrors = 0, replies = 0, freplies = 0;
+        double rps = closed_loop(argv[0], req, req_len, clients, 300, (unsigned) (secs * 1000), &errors, &replies);
         Floor fl;
         floor_start(&fl, (size_t) reply_len);
         usleep(20000);
-        double frps = closed_loop(fl.path, req, req_len, clients, 300, (unsigned) (secs * 1000), &ferrors);
+        double frps = closed_loop(fl.path, req, req_len, clients, 300, (unsigned) (secs * 1000), &ferrors, &freplies);
         floor_stop(&fl);
-        printf("{\"clients\":%u,\"rps\":%.0f,\"floor_rps\":%.0f,\"errors\":%llu}\n", clients, rps, frps,
-               (unsigned long long) errors);
+        /* calls: every GetToken tokend answered, the probe and the warm-up included. */
+        printf("{\"clients\":%u,\"rps\":%.0f,\"floor_rps\":%.0f,\"errors\":%llu,\"calls\":%llu}\n", clients, rps,
+               frps, (unsigned long long) errors, (unsigned long long) (replies + 1));
         return errors ? 1 : 0;
 }
 
