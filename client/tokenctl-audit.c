@@ -42,10 +42,12 @@ static const struct {
         { "TOKEND_AGENT_PID", "agent_pid" },   { "TOKEND_AGENT_EXE", "agent_exe" },
         { "TOKEND_AGENT_UNIT", "agent_unit" }, { "TOKEND_AGENT_NAME", "agent_name" },
         { "TOKEND_TOKEN_FP", "token_fp" },     { "TOKEND_REASON", "reason" },
+        { "TOKEND_COUNT", "count" },           { "TOKEND_SINCE", "since" },
 };
 
 static bool field_numeric(const char *lower) {
-        return streq(lower, "owner_uid") || streq(lower, "agent_uid") || streq(lower, "agent_pid");
+        return streq(lower, "owner_uid") || streq(lower, "agent_uid") || streq(lower, "agent_pid") ||
+               streq(lower, "count") || streq(lower, "since");
 }
 
 typedef struct Filter {
@@ -348,9 +350,19 @@ static void print_table_row(json_object *o) {
                 snprintf(agent, sizeof agent, "%s[%" PRId64 "]", slash ? slash + 1 : who, pid);
         }
         snprintf(scopes, sizeof scopes, "%s", obj_str(o, "scopes") ?: "-");
+        /* A count of repeated issues (see the README's Audit section). */
+        char again[64] = "";
+        int64_t count = obj_int(o, "count", 0), since = obj_int(o, "since", 0);
+        if (count > 0) {
+                char from[16] = "?";
+                time_t st = (time_t) (since / (int64_t) USEC_PER_SEC);
+                if (since > 0 && localtime_r(&st, &tm))
+                        strftime(from, sizeof from, "%H:%M:%S", &tm);
+                snprintf(again, sizeof again, "%" PRId64 " time%s again since %s", count, count == 1 ? "" : "s", from);
+        }
         printf("%-19s  %-13s  %-16s  %-24s  %-12s  %-24s  %s\n", when, strna(obj_str(o, "event")),
                strna(obj_str(o, "credential")), agent, obj_str(o, "token_fp") ?: "-", scopes,
-               obj_str(o, "reason") ?: "");
+               obj_str(o, "reason") ?: again);
 }
 
 int tokenctl_audit(int argc, char *argv[], bool json) {

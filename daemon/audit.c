@@ -19,6 +19,8 @@
 #include <systemd/sd-journal.h>
 
 #include "audit.h"
+#include "common/hashtab.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "manager.h"
@@ -28,6 +30,20 @@
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 #define AUDIT_FIELDS_MAX 20
+
+/* What was last recorded as issued to one connection, and how many times the
+ * same token went to it again since (audit.h). One per connection that was
+ * issued a token, forgotten when it closes. */
+typedef struct AuditTally AuditTally;
+struct AuditTally {
+        HashNode node;              /* in Audit.tallies, by agent */
+        const PeerIdentity *agent;  /* the connection's identity (the key): valid until audit_agent_gone() */
+        AuditTally *prev, *next;    /* in Audit.pending while count > 0 */
+        char fp[13];                /* the token's fingerprint */
+        char *credential, *scopes, *resource, *grant;
+        uint64_t count;             /* issues of it not yet on the record */
+        uint64_t since;             /* realtime usec of the first of them */
+};
 
 /* A growable byte buffer, kept by the Audit object and reused for every
  * record: formatting a record allocates nothing once the buffers have grown
@@ -48,6 +64,9 @@ struct Audit {
         bool journal;     /* the journal is reachable, as far as we know */
         uint64_t journal_checked; /* monotonic usec of the last look for a returning journal */
         AuditBuf scratch, out; /* reused for every record */
+        HashTable tallies;     /* AuditTally by agent */
+        AuditTally *pending;   /* tallies with a count to write */
+        sd_event_source *flush_timer; /* writes the pending counts, AUDIT_COALESCE_USEC after the first */
 };
 
 /* While records go to the file, look for the journal at most this often:
@@ -132,9 +151,26 @@ int audit_new(uid_t owner_uid, const char *state_dir, Audit **ret) {
         return 0;
 }
 
+static void tally_free(Audit *a, AuditTally *t) {
+        if (t->count > 0)
+                LIST_REMOVE(a->pending, t);
+        hashtab_remove(&a->tallies, &t->node);
+        free(t->credential);
+        free(t->scopes);
+        free(t->resource);
+        free(t->grant);
+        free(t);
+}
+
 Audit *audit_free(Audit *a) {
         if (!a)
                 return NULL;
+        /* Every connection has gone (audit_agent_gone() wrote their counts) before this. */
+        for (size_t i = 0; i < a->tallies.n_buckets; i++)
+                while (a->tallies.buckets && a->tallies.buckets[i])
+                        tally_free(a, HASHTAB_ITEM(a->tallies.buckets[i], AuditTally, node));
+        hashtab_done(&a->tallies);
+        sd_event_source_disable_unref(a->flush_timer);
         safe_close(a->fd);
         free(a->scratch.data);
         free(a->out.data);
@@ -300,6 +336,12 @@ static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, F
                         buf_puts(scratch, ": ");
                         buf_puts(scratch, r->reason);
                 }
+                if (r->count > 0) {
+                        char n[21];
+                        buf_puts(scratch, ", ");
+                        buf_puts(scratch, format_u64(r->count, n));
+                        buf_puts(scratch, r->count == 1 ? " time again" : " times again");
+                }
         }
         buf_putc(scratch, 0);
         size_t o_scopes = scratch->len;
@@ -311,10 +353,12 @@ static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, F
                 }
         buf_putc(scratch, 0);
         size_t o_nums = scratch->len;
-        char num[3][21];
+        char num[5][21];
         format_u64(a->owner_uid, num[0]);
         format_u64(p ? p->uid : 0, num[1]);
         format_u64(p ? (uint64_t) p->pid : 0, num[2]);
+        format_u64(r->count, num[3]);
+        format_u64(r->since, num[4]);
         for (size_t i = 0; i < ELEMENTSOF(num); i++)
                 buf_put(scratch, num[i], strlen(num[i]) + 1);
         size_t o_fp = scratch->len;
@@ -324,7 +368,8 @@ static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, F
 
         const char *d = scratch->data;
         const char *sc = r->scopes ? d + o_scopes : r->scope_string;
-        const char *uid = d + o_nums, *agent_uid = uid + strlen(uid) + 1, *agent_pid = agent_uid + strlen(agent_uid) + 1;
+        const char *uid = d + o_nums, *agent_uid = uid + strlen(uid) + 1, *agent_pid = agent_uid + strlen(agent_uid) + 1,
+                   *count = agent_pid + strlen(agent_pid) + 1, *since = count + strlen(count) + 1;
         flat_add(f, "MESSAGE", d + o_msg, false);
         flat_add(f, "EVENT", ev, false);
         flat_add(f, "CREDENTIAL", r->credential, false);
@@ -335,6 +380,10 @@ static int audit_flatten(Audit *a, const Policy *policy, const AuditRecord *r, F
         flat_add(f, "OWNER_USER", a->owner_user, false);
         flat_add(f, "TOKEN_FP", has_token ? d + o_fp : NULL, false);
         flat_add(f, "REASON", r->reason, false);
+        if (r->count > 0) {
+                flat_add(f, "COUNT", count, true);
+                flat_add(f, "SINCE", since, true);
+        }
         flat_add(f, "AGENT_NAME", r->agent_name ?: (p ? policy_agent_name(policy_match(policy, p)) : NULL), false);
         if (p) {
                 flat_add(f, "AGENT_UID", agent_uid, true);
@@ -432,13 +481,11 @@ static int audit_write_file(Audit *a, AuditBuf *out, const Flat *f, int priority
         return (size_t) n == out->len ? 0 : -EIO;
 }
 
-void audit_log(Manager *m, const AuditRecord *rec) {
+static void audit_write(Manager *m, const AuditRecord *rec) {
         Audit *a = m->audit;
         Flat f = {};
         int priority = audit_priority(rec->event), r;
 
-        if (!a)
-                return;
         buf_reset(&a->scratch);
         r = audit_flatten(a, m->policy, rec, &f, &a->scratch);
         if (r < 0) {
@@ -464,4 +511,141 @@ void audit_log(Manager *m, const AuditRecord *rec) {
         if (r < 0)
                 log_error_errno(r, "Cannot write the audit record (%s, credential %s) to %s: %m",
                                 strna(audit_event_to_string(rec->event)), strna(rec->credential), a->path);
+}
+
+/* ---- repeated issues: counted, written as one record ---- */
+
+static uint64_t tally_hash(const PeerIdentity *agent) {
+        /* Keyed by an address of ours, not by anything a caller chooses. */
+        uint64_t h = (uint64_t) (uintptr_t) agent * UINT64_C(0x9e3779b97f4a7c15);
+        return h ^ (h >> 29);
+}
+
+static AuditTally *tally_find(Audit *a, const PeerIdentity *agent) {
+        uint64_t h = tally_hash(agent);
+        for (HashNode *n = hashtab_first(&a->tallies, h); n; n = hashtab_next(n)) {
+                AuditTally *t = HASHTAB_ITEM(n, AuditTally, node);
+                if (t->agent == agent)
+                        return t;
+        }
+        return NULL;
+}
+
+/* Writes t's count as one record, and clears it. */
+static void tally_write(Manager *m, AuditTally *t) {
+        Audit *a = m->audit;
+        if (t->count == 0)
+                return;
+        audit_write(m, &(AuditRecord) { .event = AUDIT_ISSUE, .credential = t->credential, .scope_string = t->scopes,
+                                        .resource = t->resource, .grant = t->grant, .agent = t->agent,
+                                        .token_fp = t->fp, .count = t->count, .since = t->since });
+        t->count = 0;
+        LIST_REMOVE(a->pending, t);
+}
+
+static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        (void) s;
+        (void) usec;
+        while (m->audit->pending)
+                tally_write(m, m->audit->pending);
+        return 0;
+}
+
+/* The record just written was an issue to agent: later issues of the same
+ * token to it are counted. Failing to remember only means they are written
+ * one by one. */
+static void tally_remember(Manager *m, AuditTally *t, const AuditRecord *rec, const char fp[static 13]) {
+        Audit *a = m->audit;
+        _cleanup_free_ char *credential = strdup(rec->credential ?: ""), *resource = NULL, *grant = NULL,
+                            *scopes = NULL;
+        if (rec->scopes)
+                scopes = scope_set_join(rec->scopes);
+        else if (rec->scope_string)
+                scopes = strdup(rec->scope_string);
+        if (!credential || ((rec->scopes || rec->scope_string) && !scopes) ||
+            (rec->resource && !(resource = strdup(rec->resource))) || (rec->grant && !(grant = strdup(rec->grant)))) {
+                if (t)
+                        tally_free(a, t);
+                return;
+        }
+        if (!t) {
+                t = calloc(1, sizeof *t);
+                if (!t)
+                        return;
+                t->agent = rec->agent;
+                if (hashtab_insert(&a->tallies, &t->node, tally_hash(t->agent)) < 0) {
+                        free(t);
+                        return;
+                }
+        }
+        memcpy(t->fp, fp, sizeof t->fp);
+        free(t->credential);
+        t->credential = TAKE_PTR(credential);
+        free(t->scopes);
+        t->scopes = TAKE_PTR(scopes);
+        free(t->resource);
+        t->resource = TAKE_PTR(resource);
+        free(t->grant);
+        t->grant = TAKE_PTR(grant);
+}
+
+static bool tally_matches(const AuditTally *t, const AuditRecord *rec) {
+        return rec->token_fp && streq(t->fp, rec->token_fp) && streq(t->credential, strempty(rec->credential)) &&
+               streq_ptr(t->resource, rec->resource) && streq_ptr(t->grant, rec->grant);
+}
+
+/* Counts rec, an issue that repeats the last one to its agent. */
+static void tally_count(Manager *m, AuditTally *t) {
+        Audit *a = m->audit;
+        if (t->count++ > 0)
+                return;
+        t->since = now_realtime_usec();
+        LIST_PREPEND(a->pending, t);
+        if (a->flush_timer && sd_event_source_get_enabled(a->flush_timer, NULL) > 0)
+                return;
+        int r;
+        if (!a->flush_timer)
+                r = sd_event_add_time_relative(m->event, &a->flush_timer, CLOCK_MONOTONIC, m->audit_coalesce_usec,
+                                               m->audit_coalesce_usec / 10, on_flush_timer, m);
+        else {
+                r = sd_event_source_set_time_relative(a->flush_timer, m->audit_coalesce_usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(a->flush_timer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0) {
+                /* No timer: the count goes out now, never later than promised. */
+                log_warning_errno(r, "Cannot arm the audit flush timer, writing at once: %m");
+                tally_write(m, t);
+        }
+}
+
+void audit_log(Manager *m, const AuditRecord *rec) {
+        Audit *a = m->audit;
+        if (!a)
+                return;
+        AuditTally *t = rec->agent && a->tallies.n > 0 ? tally_find(a, rec->agent) : NULL;
+        if (rec->event == AUDIT_ISSUE && rec->count == 0 && t && tally_matches(t, rec)) {
+                tally_count(m, t);
+                return;
+        }
+        /* What was counted for this connection comes first: its records stay in order. */
+        if (t)
+                tally_write(m, t);
+        audit_write(m, rec);
+
+        char fp[13];
+        if (rec->event == AUDIT_ISSUE && rec->agent && rec->count == 0 && m->event && m->audit_coalesce_usec > 0 &&
+            (rec->token_fp ? (snprintf(fp, sizeof fp, "%s", rec->token_fp), true)
+                           : rec->token && audit_fingerprint(rec->token, fp) >= 0))
+                tally_remember(m, t, rec, fp);
+}
+
+void audit_agent_gone(Manager *m, const PeerIdentity *agent) {
+        Audit *a = m->audit;
+        AuditTally *t = a && a->tallies.n > 0 ? tally_find(a, agent) : NULL;
+        if (!t)
+                return;
+        tally_write(m, t);
+        tally_free(a, t);
 }

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "audit.h"
 #include "consent.h"
 #include "manager.h"
 
@@ -22,6 +23,7 @@ static uint64_t arg_keep_fresh_usec = 15 * 60 * USEC_PER_SEC;
 static uint64_t arg_request_timeout_usec = 15 * USEC_PER_SEC;
 static const char *arg_policy_dir;
 static uint64_t arg_consent_timeout_usec = CONSENT_TIMEOUT_DEFAULT_USEC;
+static uint64_t arg_audit_coalesce_usec = AUDIT_COALESCE_USEC;
 
 static void help(void) {
         printf("Usage: tokend [OPTIONS]\n\n"
@@ -42,6 +44,10 @@ static void help(void) {
                "     --consent-timeout SECONDS\n"
                "                             How long a request waits for the owner's consent\n"
                "                             (default: 120)\n"
+               "     --audit-coalesce SECONDS\n"
+               "                             The same token issued again to the same connection\n"
+               "                             within this is counted in one audit record (default:\n"
+               "                             1; 0: a record for every issue; at most 60)\n"
                "     --store STORE           Where new credentials keep their secrets: auto,\n"
                "                             keyring or secret-service (default: auto, the\n"
                "                             Secret Service when it runs unlocked, else keyring)\n"
@@ -63,7 +69,7 @@ static int parse_seconds(const char *s, uint64_t max, uint64_t *ret) {
 
 static int parse_argv(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100, ARG_SOCKET, ARG_CA_FILE, ARG_PROVIDERS_DIR, ARG_KEEP_FRESH, ARG_REQUEST_TIMEOUT,
-               ARG_LOG_LEVEL, ARG_STORE, ARG_POLICY_DIR, ARG_CONSENT_TIMEOUT };
+               ARG_LOG_LEVEL, ARG_STORE, ARG_POLICY_DIR, ARG_CONSENT_TIMEOUT, ARG_AUDIT_COALESCE };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -76,6 +82,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "store", required_argument, NULL, ARG_STORE },
                 { "policy-dir", required_argument, NULL, ARG_POLICY_DIR },
                 { "consent-timeout", required_argument, NULL, ARG_CONSENT_TIMEOUT },
+                { "audit-coalesce", required_argument, NULL, ARG_AUDIT_COALESCE },
                 {},
         };
         static const struct {
@@ -121,6 +128,10 @@ static int parse_argv(int argc, char *argv[]) {
                         if (parse_seconds(optarg, 24 * 3600, &arg_consent_timeout_usec) < 0 ||
                             arg_consent_timeout_usec == 0)
                                 return log_error_errno(EINVAL, "Invalid --consent-timeout: %s", optarg);
+                        break;
+                case ARG_AUDIT_COALESCE:
+                        if (parse_seconds(optarg, 60, &arg_audit_coalesce_usec) < 0)
+                                return log_error_errno(EINVAL, "Invalid --audit-coalesce: %s (0 to 60 seconds)", optarg);
                         break;
                 case ARG_STORE:
                         if (!streq(optarg, "auto") && !streq(optarg, STORE_KEYRING) &&
@@ -233,6 +244,7 @@ int main(int argc, char *argv[]) {
                 .store = arg_store,
                 .policy_dir = arg_policy_dir,
                 .consent_timeout_usec = arg_consent_timeout_usec,
+                .audit_coalesce_usec = arg_audit_coalesce_usec,
         };
         r = manager_new(&cfg, &m);
         if (r < 0)

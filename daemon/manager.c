@@ -46,6 +46,7 @@ int manager_new(const ManagerConfig *cfg, Manager **ret) {
         m->keep_fresh_usec = cfg->keep_fresh_usec;
         m->request_timeout_usec = cfg->request_timeout_usec ?: 15 * USEC_PER_SEC;
         m->consent_timeout_usec = cfg->consent_timeout_usec ?: CONSENT_TIMEOUT_DEFAULT_USEC;
+        m->audit_coalesce_usec = cfg->audit_coalesce_usec;
         m->store_mode = strdup(cfg->store ?: "auto");
         if (!m->store_mode) {
                 free(m);
@@ -597,12 +598,13 @@ static int on_connect(VarlinkServer *s, VarlinkConnection *conn, void *userdata)
 }
 
 static void on_disconnect(VarlinkServer *s, VarlinkConnection *conn, void *userdata) {
+        Manager *m = userdata;
         PeerIdentity *id = varlink_connection_get_userdata(conn);
         (void) s;
-        (void) userdata;
 
         varlink_connection_set_userdata(conn, NULL);
         if (id) {
+                audit_agent_gone(m, id); /* the issues counted for it go on the record */
                 peer_identity_done(id);
                 free(id);
         }

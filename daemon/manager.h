@@ -42,6 +42,7 @@ typedef struct ManagerConfig {
         const char *store;             /* for new credentials: "auto" (NULL), "keyring" or "secret-service" */
         const char *policy_dir;        /* NULL: $XDG_CONFIG_HOME/tokend/policy.d */
         uint64_t consent_timeout_usec; /* how long a request waits for the owner's consent; 0: default */
+        uint64_t audit_coalesce_usec;  /* repeated issues counted in one record within this; 0: none (audit.h) */
 } ManagerConfig;
 
 typedef struct Manager {
@@ -82,6 +83,7 @@ typedef struct Manager {
 
         uint64_t keep_fresh_usec;
         uint64_t request_timeout_usec;
+        uint64_t audit_coalesce_usec;
         uint64_t queue_seq;
 
         bool stopping;

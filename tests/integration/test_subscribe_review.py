@@ -238,19 +238,27 @@ def audit_issues(d, credential):
 
 def check_audit(d, credential, streams, what, grant=None):
     """One issue record per delivery: for each token, as many records (with this process as the
-    agent) as deliveries of it."""
-    recs = audit_issues(d, credential)
+    agent) as deliveries of it. (A delivery is recorded right after it is sent: the last one
+    may reach this process before its record is written, so this waits up to 10 s for them.)"""
     want = {}
     for s in streams:
         for _, p in s.tokens:
             fp = fingerprint(p["token"])
             want[fp] = want.get(fp, 0) + 1
-    bad = {}
-    for fp, n in want.items():
-        mine = [r for r in recs if r.get("token_fp") == fp]
-        if len(mine) != n or any(r.get("agent_pid") != os.getpid() for r in mine) or \
-                (grant and any(r.get("grant") != grant for r in mine)):
-            bad[fp] = (n, [(r.get("agent_pid"), r.get("grant")) for r in mine])
+
+    def compare():
+        recs = audit_issues(d, credential)
+        bad = {}
+        for fp, n in want.items():
+            mine = [r for r in recs if r.get("token_fp") == fp]
+            if len(mine) != n or any(r.get("agent_pid") != os.getpid() or "count" in r for r in mine) or \
+                    (grant and any(r.get("grant") != grant for r in mine)):
+                bad[fp] = (n, [(r.get("agent_pid"), r.get("grant"), r.get("count")) for r in mine])
+        return bad
+
+    deadline = time.monotonic() + 10
+    while (bad := compare()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     expect(not bad, f"{what}: one issue record per delivery ({sum(want.values())} deliveries of {len(want)} "
            f"tokens{', under grant ' + grant if grant else ''})", bad)
 
