@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* common/hashtab.c: see hashtab.h. */
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,14 +135,25 @@ void siphash24_init(SipHash *s, const HashKey *key) {
 
 void siphash24_feed(SipHash *s, const void *data, size_t len) {
         const uint8_t *p = data;
-        for (size_t i = 0; i < len; i++) {
-                s->tail |= (uint64_t) p[i] << (8 * (s->len % 8));
-                s->len++;
-                if (s->len % 8 == 0) {
-                        sip_compress(s, s->tail);
-                        s->tail = 0;
-                }
+        size_t fill = s->len % 8;
+        s->len += len;
+        /* The word begun by an earlier feed, then whole words, then the rest
+         * (little-endian, as the reference reads them). */
+        if (fill > 0) {
+                for (; fill < 8 && len > 0; fill++, len--)
+                        s->tail |= (uint64_t) *p++ << (8 * fill);
+                if (fill < 8)
+                        return;
+                sip_compress(s, s->tail);
+                s->tail = 0;
         }
+        for (; len >= 8; p += 8, len -= 8) {
+                uint64_t w;
+                memcpy(&w, p, 8);
+                sip_compress(s, le64toh(w));
+        }
+        for (size_t i = 0; i < len; i++)
+                s->tail |= (uint64_t) p[i] << (8 * i);
 }
 
 uint64_t siphash24_end(SipHash *s) {

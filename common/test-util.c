@@ -63,6 +63,8 @@ TEST(json_escape_matches_bytewise) {
                                 size_t ng = json_escape(got, (const char *) in, len);
                                 ASSERT_EQ(ng, nw);
                                 ASSERT_TRUE(memcmp(got, want, nw) == 0);
+                                /* Plain exactly when escaping changes nothing. */
+                                ASSERT_EQ(json_plain((const char *) in, len), nw == len && memcmp(want, in, len) == 0);
                         }
 }
 
@@ -107,7 +109,7 @@ TEST(startswith) {
 }
 
 int main(void) {
-        RUN(json_escape_matches_bytewise);
+        RUN(json_escape_matches_bytewise); /* and json_plain() */
         RUN(erase_and_free_wipes_whole_allocation);
         RUN(secret_equal);
         RUN(secret_strdup);

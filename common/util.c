@@ -63,6 +63,22 @@ static inline bool word_needs_escape(uint64_t w) {
         return t & highs;
 }
 
+bool json_plain(const char *s, size_t len) {
+        size_t i = 0;
+        for (; len - i >= 8; i += 8) {
+                uint64_t w;
+                memcpy(&w, s + i, 8);
+                if (word_needs_escape(w))
+                        return false;
+        }
+        for (; i < len; i++) {
+                unsigned char ch = (unsigned char) s[i];
+                if (ch < 0x20 || ch == '"' || ch == '\\')
+                        return false;
+        }
+        return true;
+}
+
 size_t json_escape(char *out, const char *s, size_t len) {
         static const char hex[] = "0123456789abcdef";
         char *o = out;

@@ -104,6 +104,9 @@ uint64_t now_boottime_usec(void); /* runs through suspend */
  * bytes; returns how many were written. */
 #define JSON_ESCAPED_MAX(len) (6 * (len))
 size_t json_escape(char *out, const char *s, size_t len);
+/* Whether json_escape() would copy s unchanged (no control character, '"'
+ * or '\\'): such a string can be written between quotes as it is. */
+bool json_plain(const char *s, size_t len);
 uint64_t now_realtime_usec(void);
 
 #define USEC_PER_SEC UINT64_C(1000000)

@@ -84,6 +84,7 @@ struct TokenEntry {
         char token_fp[13]; /* audit fingerprint of access_token ("" when none) */
         bool full_scope;   /* scopes are all the credential holds: send no scope parameter */
         bool queued;
+        bool token_plain;  /* access_token and token_type need no JSON escaping (json_plain()) */
         /* Fields ordered so that none needs padding: 208 bytes on 64-bit. */
 };
 
@@ -287,11 +288,13 @@ static int entry_send_token(TokenEntry *e, VarlinkCall *call, uint64_t max_lifet
         const char *type = e->token_type ?: "Bearer";
         const VarlinkOutField fields[] = {
                 { .name = "token", .type = VARLINK_OUT_STRING, .string = e->access_token,
-                  .len = strlen(e->access_token) },
-                { .name = "token_type", .type = VARLINK_OUT_STRING, .string = type, .len = strlen(type) },
+                  .len = strlen(e->access_token), .plain = e->token_plain },
+                { .name = "token_type", .type = VARLINK_OUT_STRING, .string = type, .len = strlen(type),
+                  .plain = e->token_plain },
                 { .name = "expires_at", .type = VARLINK_OUT_INT, .integer = boot_to_epoch_sec(expires) },
+                /* Scope tokens hold no '"', '\\' or control character (scope_token_valid()). */
                 { .name = "scopes", .type = VARLINK_OUT_STRV, .strv = (const char *const *) scopes->items,
-                  .len = scopes->n },
+                  .len = scopes->n, .plain = true },
         };
         if (ret_expires)
                 *ret_expires = expires;
@@ -433,6 +436,7 @@ static void entry_drop_token(TokenEntry *e) {
         e->token_type = mfree(e->token_type);
         e->granted = scopes_unref(g, e->granted);
         e->token_fp[0] = 0;
+        e->token_plain = false;
         e->expires = 0;
         e->refresh_at = 0;
         heap_remove(&g->timers, &e->due);
@@ -637,6 +641,7 @@ static int entry_set_token(TokenEntry *e, const TokenResponse *t, uint64_t issue
         e->granted = shared;
         g->n_tokens++;
         e->generation++;
+        e->token_plain = json_plain(at, strlen(at)) && (!type || json_plain(type, strlen(type)));
         if (fp && fp[0])
                 memcpy(e->token_fp, fp, sizeof e->token_fp);
         else if (audit_fingerprint(at, e->token_fp) < 0)

@@ -115,12 +115,18 @@ int scope_set_from_json(json_object *array, ScopeSet *ret) {
 }
 
 int scope_set_copy(const ScopeSet *s, ScopeSet *ret) {
+        /* s is a set already (valid, sorted, no duplicates): copied as it is. */
         ScopeSet c = {};
-        for (size_t i = 0; i < s->n; i++)
-                if (scope_set_add(&c, s->items[i]) < 0) {
-                        scope_set_done(&c);
+        if (s->n > 0) {
+                c.items = calloc(s->n, sizeof *c.items);
+                if (!c.items)
                         return -ENOMEM;
-                }
+                for (; c.n < s->n; c.n++)
+                        if (!(c.items[c.n] = strdup(s->items[c.n]))) {
+                                scope_set_done(&c);
+                                return -ENOMEM;
+                        }
+        }
         *ret = c;
         return 0;
 }

@@ -556,6 +556,25 @@ TEST(enqueue_fields) {
                 json_object_put(send_and_check(&a, &b, want));
                 json_object_put(want);
         }
+        /* Fields marked plain (json_plain()) are written as they are: the same JSON. */
+        const char *const plain_strv[] = { "read", "write:all", "" };
+        const char *plain_token = "eyJ.abc-DEF_0/9+=~ \x7f\xc3\xa9";
+        ASSERT_TRUE(json_plain(plain_token, strlen(plain_token)));
+        const VarlinkOutField plain[] = {
+                { .name = "token", .type = VARLINK_OUT_STRING, .string = plain_token, .len = strlen(plain_token),
+                  .plain = true },
+                { .name = "scopes", .type = VARLINK_OUT_STRV, .strv = plain_strv, .len = 3, .plain = true },
+        };
+        json_object *want = json_object_new_object(), *params = json_object_new_object(),
+                    *arr = json_object_new_array();
+        json_object_object_add(params, "token", json_object_new_string(plain_token));
+        for (size_t i = 0; i < ELEMENTSOF(plain_strv); i++)
+                json_object_array_add(arr, json_object_new_string(plain_strv[i]));
+        json_object_object_add(params, "scopes", arr);
+        json_object_object_add(want, "parameters", params);
+        ASSERT_OK(varlink_stream_enqueue_fields(&a, plain, ELEMENTSOF(plain), false));
+        json_object_put(send_and_check(&a, &b, want));
+        json_object_put(want);
         varlink_stream_done(&a);
         varlink_stream_done(&b);
 

@@ -117,6 +117,182 @@ void varlink_tokener_free(json_tokener *tok) {
 /* A kept tokener whose print buffer grew past this is freed, not kept. */
 #define TOKENER_KEEP_PB (64U * 1024U)
 
+/* ---- the plain subset (varlink.h) ---- */
+
+#define PLAIN_DEPTH_MAX 16
+#define PLAIN_KEY_MAX 255
+
+typedef struct Plain {
+        const char *p, *end;
+        unsigned depth_max; /* container levels allowed, the top-level object included */
+} Plain;
+
+static void plain_ws(Plain *f) {
+        while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+                f->p++;
+}
+
+static bool plain_at(Plain *f, char c) {
+        return f->p < f->end && *f->p == c;
+}
+
+/* At '"': the string's bytes (0x20-0x7e, no '"' or '\\'), and past the closing quote. */
+static bool plain_string(Plain *f, const char **ret, size_t *ret_len) {
+        const char *s = ++f->p;
+        for (; f->p < f->end; f->p++) {
+                unsigned char c = (unsigned char) *f->p;
+                if (c == '"') {
+                        *ret = s;
+                        *ret_len = (size_t) (f->p++ - s);
+                        return true;
+                }
+                if (c < 0x20 || c > 0x7e || c == '\\')
+                        return false;
+        }
+        return false;
+}
+
+static int plain_value(Plain *f, unsigned depth, json_object **ret);
+
+static int plain_container(Plain *f, unsigned depth, bool object, json_object **ret) {
+        if (depth >= f->depth_max)
+                return 0;
+        f->p++;
+        json_object *o = object ? json_object_new_object() : json_object_new_array();
+        if (!o)
+                return -ENOMEM;
+        const char close = object ? '}' : ']';
+        int r = 0;
+        plain_ws(f);
+        if (plain_at(f, close)) {
+                f->p++;
+                *ret = o;
+                return 1;
+        }
+        for (;;) {
+                char key[PLAIN_KEY_MAX + 1];
+                if (object) {
+                        const char *k;
+                        size_t klen;
+                        plain_ws(f);
+                        if (!plain_at(f, '"') || !plain_string(f, &k, &klen) || klen > PLAIN_KEY_MAX)
+                                break;
+                        memcpy(key, k, klen);
+                        key[klen] = 0;
+                        /* A repeated key is json-c's to settle. */
+                        if (json_object_object_get_ex(o, key, NULL))
+                                break;
+                        plain_ws(f);
+                        if (!plain_at(f, ':'))
+                                break;
+                        f->p++;
+                }
+                plain_ws(f);
+                json_object *v = NULL;
+                r = plain_value(f, depth + 1, &v);
+                if (r <= 0)
+                        break;
+                r = object ? json_object_object_add(o, key, v) : json_object_array_add(o, v);
+                if (r < 0) {
+                        json_object_put_erase(v);
+                        r = -ENOMEM;
+                        break;
+                }
+                r = 0;
+                plain_ws(f);
+                if (plain_at(f, ',')) {
+                        f->p++;
+                        continue;
+                }
+                if (plain_at(f, close)) {
+                        f->p++;
+                        *ret = o;
+                        return 1;
+                }
+                break;
+        }
+        json_object_put_erase(o);
+        return r;
+}
+
+static int plain_value(Plain *f, unsigned depth, json_object **ret) {
+        if (f->p >= f->end)
+                return 0;
+        switch (*f->p) {
+        case '{':
+        case '[':
+                return plain_container(f, depth, *f->p == '{', ret);
+        case '"': {
+                const char *s;
+                size_t len;
+                if (!plain_string(f, &s, &len))
+                        return 0;
+                *ret = json_object_new_string_len(s, (int) len);
+                return *ret ? 1 : -ENOMEM;
+        }
+        case 't':
+        case 'f':
+        case 'n': {
+                static const char *const words[] = { "true", "false", "null" };
+                for (size_t i = 0; i < ELEMENTSOF(words); i++) {
+                        size_t n = strlen(words[i]);
+                        if ((size_t) (f->end - f->p) >= n && memcmp(f->p, words[i], n) == 0) {
+                                f->p += n;
+                                if (i == 2) {
+                                        *ret = NULL; /* json-c's null */
+                                        return 1;
+                                }
+                                *ret = json_object_new_boolean(i == 0);
+                                return *ret ? 1 : -ENOMEM;
+                        }
+                }
+                return 0;
+        }
+        default: {
+                /* -?(0|[1-9][0-9]{0,17}), not followed by a fraction or an
+                 * exponent; "-0" is json-c's. */
+                bool neg = plain_at(f, '-');
+                if (neg)
+                        f->p++;
+                const char *d = f->p;
+                int64_t v = 0;
+                size_t n = 0;
+                for (; f->p < f->end && *f->p >= '0' && *f->p <= '9'; f->p++, n++)
+                        if (n < 18)
+                                v = v * 10 + (*f->p - '0');
+                if (n == 0 || n > 18 || (d[0] == '0' && (n > 1 || neg)))
+                        return 0;
+                if (plain_at(f, '.') || plain_at(f, 'e') || plain_at(f, 'E'))
+                        return 0;
+                *ret = json_object_new_int64(neg ? -v : v);
+                return *ret ? 1 : -ENOMEM;
+        }
+        }
+}
+
+int varlink_json_parse_plain(const char *p, size_t len, int depth_max, json_object **ret) {
+        Plain f = { .p = p, .end = p + len };
+        /* Two levels short of json-c's cap, so that it is never the one that
+         * would have refused. */
+        f.depth_max = depth_max > 2 ? (unsigned) depth_max - 2 : 0;
+        if (f.depth_max > PLAIN_DEPTH_MAX)
+                f.depth_max = PLAIN_DEPTH_MAX;
+        plain_ws(&f);
+        if (!plain_at(&f, '{'))
+                return 0;
+        json_object *o = NULL;
+        int r = plain_container(&f, 0, true, &o);
+        if (r <= 0)
+                return r;
+        plain_ws(&f);
+        if (f.p != f.end) {
+                json_object_put_erase(o);
+                return 0;
+        }
+        *ret = o;
+        return 1;
+}
+
 int varlink_stream_next_cached(VarlinkStream *s, json_tokener **cache, json_object **ret) {
         char *end = s->rlen > 0 ? memchr(s->rbuf, 0, s->rlen) : NULL;
         if (!end)
@@ -125,6 +301,16 @@ int varlink_stream_next_cached(VarlinkStream *s, json_tokener **cache, json_obje
         size_t len = (size_t) (end - s->rbuf);
         if (len > s->message_max)
                 return -EMSGSIZE;
+
+        json_object *plain = NULL;
+        int pr = varlink_json_parse_plain(s->rbuf, len, s->depth_max, &plain);
+        if (pr < 0)
+                return pr;
+        if (pr > 0) {
+                stream_consume(s, len + 1);
+                *ret = plain;
+                return 1;
+        }
 
         json_tokener *tok = cache ? *cache : NULL;
         if (tok && tok->max_depth != s->depth_max)
@@ -248,6 +434,21 @@ static int output_string(VarlinkStream *s, const char *str, size_t len) {
         return 0;
 }
 
+/* A string known to need no escaping (json_plain()), between quotes. */
+static int output_plain_string(VarlinkStream *s, const char *str, size_t len) {
+        if (len > SIZE_MAX - 2)
+                return -ENOMEM;
+        int r = output_reserve(s, len + 2);
+        if (r < 0)
+                return r;
+        char *o = s->wbuf + s->wlen;
+        *o++ = '"';
+        memcpy(o, str, len);
+        o[len] = '"';
+        s->wlen += len + 2;
+        return 0;
+}
+
 static int output_int(VarlinkStream *s, int64_t v) {
         char buf[24];
         int n = snprintf(buf, sizeof buf, "%" PRId64, v);
@@ -344,14 +545,14 @@ int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *field
                 if (i > 0)
                         r = output_put(s, ",", 1);
                 if (r >= 0)
-                        r = output_string(s, f->name, strlen(f->name));
+                        r = output_plain_string(s, f->name, strlen(f->name));
                 if (r >= 0)
                         r = output_put(s, ":", 1);
                 if (r < 0)
                         break;
                 switch (f->type) {
                 case VARLINK_OUT_STRING:
-                        r = output_string(s, f->string, f->len);
+                        r = f->plain ? output_plain_string(s, f->string, f->len) : output_string(s, f->string, f->len);
                         break;
                 case VARLINK_OUT_INT:
                         r = output_int(s, f->integer);
@@ -362,7 +563,8 @@ int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *field
                                 if (j > 0)
                                         r = output_put(s, ",", 1);
                                 if (r >= 0)
-                                        r = output_string(s, f->strv[j], strlen(f->strv[j]));
+                                        r = f->plain ? output_plain_string(s, f->strv[j], strlen(f->strv[j]))
+                                                     : output_string(s, f->strv[j], strlen(f->strv[j]));
                         }
                         if (r >= 0)
                                 r = output_put(s, "]", 1);

@@ -149,8 +149,9 @@ typedef enum VarlinkOutType {
 } VarlinkOutType;
 
 typedef struct VarlinkOutField {
-        const char *name; /* a JSON-safe key */
+        const char *name; /* a JSON-safe key: written as it is */
         VarlinkOutType type;
+        bool plain;       /* .string or every .strv item is json_plain(): written without escaping */
         const char *string;
         const char *const *strv;
         size_t len;
@@ -239,6 +240,15 @@ int varlink_stream_next(VarlinkStream *s, json_object **ret);
  * server instead of one allocated per message. Free with varlink_tokener_free(). */
 int varlink_stream_next_cached(VarlinkStream *s, json_tokener **cache, json_object **ret);
 void varlink_tokener_free(json_tokener *tok);
+/* The parse varlink_stream_next*() tries first: a message of the plain kind
+ * calls nearly always are (objects, arrays, ASCII strings without escapes,
+ * integers of up to 18 digits, true, false, null; nesting at most
+ * depth_max - 2, and 16) parsed straight into json-c objects, without
+ * json-c's tokener, which sets up and frees a locale on every parse. 1 and
+ * *ret: parsed, the same tree json-c would make of it (checked by the
+ * json-plain fuzz target); 0: not plain, valid or not, for json-c to decide;
+ * -ENOMEM. p[0..len) is one frame, without its NUL. */
+int varlink_json_parse_plain(const char *p, size_t len, int depth_max, json_object **ret);
 /* Serializes and queues a message; wipes its strings and drops it. -ENOBUFS past VARLINK_OUTPUT_MAX. */
 int varlink_stream_enqueue(VarlinkStream *s, json_object *message);
 /* Queues {"parameters":{FIELDS}} (with "continues":true when asked) written
