@@ -555,7 +555,7 @@ static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 /* The record just written was an issue to agent: later issues of the same
  * token to it are counted. Failing to remember only means they are written
  * one by one. */
-static void tally_remember(Manager *m, AuditTally *t, const AuditRecord *rec, const char fp[static 13]) {
+static void tally_remember(Manager *m, AuditTally *t, const AuditRecord *rec) {
         Audit *a = m->audit;
         _cleanup_free_ char *credential = strdup(rec->credential ?: ""), *resource = NULL, *grant = NULL,
                             *scopes = NULL;
@@ -579,7 +579,7 @@ static void tally_remember(Manager *m, AuditTally *t, const AuditRecord *rec, co
                         return;
                 }
         }
-        memcpy(t->fp, fp, sizeof t->fp);
+        snprintf(t->fp, sizeof t->fp, "%s", rec->token_fp);
         free(t->credential);
         t->credential = TAKE_PTR(credential);
         free(t->scopes);
@@ -634,11 +634,10 @@ void audit_log(Manager *m, const AuditRecord *rec) {
                 tally_write(m, t);
         audit_write(m, rec);
 
-        char fp[13];
-        if (rec->event == AUDIT_ISSUE && rec->agent && rec->count == 0 && m->event && m->audit_coalesce_usec > 0 &&
-            (rec->token_fp ? (snprintf(fp, sizeof fp, "%s", rec->token_fp), true)
-                           : rec->token && audit_fingerprint(rec->token, fp) >= 0))
-                tally_remember(m, t, rec, fp);
+        /* Only an issue that names its fingerprint can be matched (tally_matches()). */
+        if (rec->event == AUDIT_ISSUE && rec->agent && rec->token_fp && rec->count == 0 && m->event &&
+            m->audit_coalesce_usec > 0)
+                tally_remember(m, t, rec);
 }
 
 void audit_agent_gone(Manager *m, const PeerIdentity *agent) {

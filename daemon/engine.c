@@ -274,11 +274,12 @@ static void entry_audit_issue(VarlinkCall *call, void *userdata) {
  * *ret_expires (if not NULL) says which expiry it was told.
  *
  * The audit record is written right after the reply went to the kernel, in
- * the same turn of the event loop (no other call is served in between): its
- * write (the journal's socket, or the fallback file) was about 18 of the
- * 47 us a cache hit took on the reference machine. An audit failure never
- * held a token back (audit_log() logs it); what the order changes is that a
- * daemon killed between the two sends without recording. */
+ * the same turn of the event loop (no other call is served in between), so
+ * that its write (the journal's socket, or the fallback file) does not delay
+ * the token; a repeat of the same token on the same connection is only
+ * counted (audit.h). An audit failure never held a token back (audit_log()
+ * logs it); what the order changes is that a daemon killed between the two
+ * sends without recording. */
 static int entry_send_token(TokenEntry *e, VarlinkCall *call, uint64_t max_lifetime, bool continues,
                             uint64_t *ret_expires) {
         uint64_t expires = e->expires;

@@ -449,6 +449,11 @@ static int output_plain_string(VarlinkStream *s, const char *str, size_t len) {
         return 0;
 }
 
+/* A reply field's string: escaped unless its field says it is plain. */
+static int output_field_string(VarlinkStream *s, const VarlinkOutField *f, const char *str, size_t len) {
+        return f->plain ? output_plain_string(s, str, len) : output_string(s, str, len);
+}
+
 static int output_int(VarlinkStream *s, int64_t v) {
         char buf[24];
         int n = snprintf(buf, sizeof buf, "%" PRId64, v);
@@ -552,7 +557,7 @@ int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *field
                         break;
                 switch (f->type) {
                 case VARLINK_OUT_STRING:
-                        r = f->plain ? output_plain_string(s, f->string, f->len) : output_string(s, f->string, f->len);
+                        r = output_field_string(s, f, f->string, f->len);
                         break;
                 case VARLINK_OUT_INT:
                         r = output_int(s, f->integer);
@@ -563,8 +568,7 @@ int varlink_stream_enqueue_fields(VarlinkStream *s, const VarlinkOutField *field
                                 if (j > 0)
                                         r = output_put(s, ",", 1);
                                 if (r >= 0)
-                                        r = f->plain ? output_plain_string(s, f->strv[j], strlen(f->strv[j]))
-                                                     : output_string(s, f->strv[j], strlen(f->strv[j]));
+                                        r = output_field_string(s, f, f->strv[j], strlen(f->strv[j]));
                         }
                         if (r >= 0)
                                 r = output_put(s, "]", 1);
